@@ -1,0 +1,678 @@
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "dagrun.h"
+
+struct config cfg;
+struct node *nodes;
+int nnodes;
+
+static int capnodes;
+static int *htab;		/* node indices, -1 empty */
+static size_t hcap;
+static struct var *defs;	/* -D */
+static struct var *vars;	/* [vars], newest first */
+
+struct lexer {
+	char *p, *end;
+	int line;
+	int mutate;		/* join continuations in place */
+};
+
+enum section {
+	SECNONE,
+	SECVARS,
+	SECRUN,
+	SECNODE,
+};
+
+void
+cfgerror(int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "%s:%d: ", cfg.file, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(EXUSAGE);
+}
+
+static char *
+readfile(const char *file, size_t *len)
+{
+	struct stat st;
+	size_t cap, n = 0;
+	ssize_t r;
+	char *buf;
+	int fd;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fatal("%s:", file);
+	cap = fstat(fd, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size + 2 : 4096;
+	buf = xmalloc(cap);
+	for (;;) {
+		if (cap - n < 2)
+			buf = xrealloc(buf, cap *= 2);
+		r = read(fd, buf + n, cap - n - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			fatal("%s:", file);
+		if (r == 0)
+			break;
+		n += r;
+	}
+	close(fd);
+	buf[n] = 0;
+	*len = n;
+	return buf;
+}
+
+/* the next logical line (continuations joined) in *s, *n; 0 at the end */
+static int
+nextline(struct lexer *lx, char **s, size_t *n, int *line)
+{
+	static char *scratch;
+	static size_t scap;
+	char *b, *e, *w;
+	size_t len, wn;
+	int more;
+
+	if (lx->p >= lx->end)
+		return 0;
+	*line = ++lx->line;
+	b = lx->p;
+	e = memchr(b, '\n', lx->end - b);
+	if (!e)
+		e = lx->end;
+	lx->p = e < lx->end ? e + 1 : e;
+	len = e - b;
+	if (len && b[len - 1] == '\r')
+		len--;
+	if (!len || b[len - 1] != '\\') {
+		*s = b;
+		*n = len;
+		return 1;
+	}
+	/* continuation: join the following lines, dropping each backslash */
+	wn = len - 1;
+	if (lx->mutate) {
+		w = b;
+	} else {
+		if (scap < len + 1)
+			scratch = xrealloc(scratch, scap = len + 64);
+		memcpy(scratch, b, wn);
+		w = scratch;
+	}
+	do {
+		if (lx->p >= lx->end)
+			break;
+		lx->line++;
+		b = lx->p;
+		e = memchr(b, '\n', lx->end - b);
+		if (!e)
+			e = lx->end;
+		lx->p = e < lx->end ? e + 1 : e;
+		len = e - b;
+		if (len && b[len - 1] == '\r')
+			len--;
+		more = len && b[len - 1] == '\\';
+		if (more)
+			len--;
+		if (!lx->mutate && scap < wn + len + 1)
+			w = scratch = xrealloc(scratch, scap = 2 * (wn + len) + 64);
+		memmove(w + wn, b, len);
+		wn += len;
+	} while (more);
+	*s = w;
+	*n = wn;
+	return 1;
+}
+
+static int
+isblank_(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static void
+trim(char **s, size_t *n)
+{
+	while (*n && isblank_(**s)) {
+		++*s;
+		--*n;
+	}
+	while (*n && isblank_((*s)[*n - 1]))
+		--*n;
+}
+
+static int
+namechar(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || strchr("._-+@", c);
+}
+
+static int
+varchar(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+}
+
+static const char *
+lookup(const char *name, size_t n)
+{
+	struct var *v;
+	char key[256];
+
+	for (v = defs; v; v = v->next)
+		if (strlen(v->name) == n && !memcmp(v->name, name, n))
+			return v->value;
+	for (v = vars; v; v = v->next)
+		if (strlen(v->name) == n && !memcmp(v->name, name, n))
+			return v->value;
+	if (n >= sizeof(key))
+		return NULL;
+	memcpy(key, name, n);
+	key[n] = 0;
+	return getenv(key);
+}
+
+/* ${name} expanded into a new string; s itself when there is no '$' */
+static char *
+expand(char *s, size_t n, int line)
+{
+	static char *buf;
+	static size_t cap;
+	size_t len = 0, vn, i, k;
+	const char *v;
+
+	if (!memchr(s, '$', n))
+		return NULL;
+	for (i = 0; i < n; i++) {
+		v = NULL;
+		vn = 1;
+		if (s[i] == '$' && i + 2 < n && s[i + 1] == '$' && s[i + 2] == '{') {
+			v = "${";
+			vn = 2;
+			i += 2;
+		} else if (s[i] == '$' && i + 1 < n && s[i + 1] == '{') {
+			for (k = i + 2; k < n && s[k] != '}'; k++)
+				;
+			if (k == n)
+				cfgerror(line, "unterminated '${' (write '$${' for a literal '${')");
+			for (vn = i + 2; vn < k && varchar(s[vn]); vn++)
+				;
+			if (vn != k || k == i + 2)
+				cfgerror(line, "bad variable name '${%.*s}' (write '$${' for the shell's own '${')",
+				    (int)(k - i - 2), s + i + 2);
+			v = lookup(s + i + 2, k - i - 2);
+			if (!v)
+				cfgerror(line, "undefined variable '%.*s'", (int)(k - i - 2), s + i + 2);
+			vn = strlen(v);
+			i = k;
+		} else {
+			v = s + i;
+		}
+		if (len + vn + 1 > cap)
+			buf = xrealloc(buf, cap = 2 * (len + vn) + 64);
+		memcpy(buf + len, v, vn);
+		len += vn;
+	}
+	return arenastr(buf ? buf : "", len);
+}
+
+/* a value: expanded, or NUL-terminated in place */
+static char *
+value(char *s, size_t n, int line)
+{
+	char *e = expand(s, n, line);
+
+	if (e)
+		return e;
+	s[n] = 0;
+	return s;
+}
+
+static size_t
+hashstr(const char *s)
+{
+	size_t h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+static int *
+hslot(const char *name)
+{
+	size_t i = hashstr(name) & (hcap - 1);
+
+	while (htab[i] >= 0 && strcmp(nodes[htab[i]].name, name))
+		i = (i + 1) & (hcap - 1);
+	return &htab[i];
+}
+
+static void
+hgrow(void)
+{
+	int *old = htab;
+	size_t i, ocap = hcap;
+
+	hcap = hcap ? hcap * 2 : 1024;
+	htab = xmalloc(hcap * sizeof(*htab));
+	memset(htab, 0xff, hcap * sizeof(*htab));
+	for (i = 0; i < ocap; i++)
+		if (old[i] >= 0)
+			*hslot(nodes[old[i]].name) = old[i];
+	free(old);
+}
+
+int
+cfgfind(const char *name)
+{
+	return hcap ? *hslot(name) : -1;
+}
+
+static int
+newnode(char *name, int line)
+{
+	struct node *n;
+	char *p;
+	int *slot;
+
+	if (!*name)
+		cfgerror(line, "node needs a name: [node NAME]");
+	for (p = name; *p; p++)
+		if (!namechar((unsigned char)*p))
+			cfgerror(line, "bad node name '%s' (letters, digits and ._-+@)", name);
+	if ((size_t)nnodes * 2 >= hcap)
+		hgrow();
+	slot = hslot(name);
+	if (*slot >= 0)
+		cfgerror(line, "duplicate node '%s' (first at line %d)", name, nodes[*slot].line);
+	if (nnodes == capnodes)
+		nodes = xrealloc(nodes, (capnodes = capnodes ? capnodes * 2 : 256) * sizeof(*nodes));
+	n = &nodes[nnodes];
+	memset(n, 0, sizeof(*n));
+	n->name = name;
+	n->line = line;
+	*slot = nnodes;
+	return nnodes++;
+}
+
+static long long
+integer(const char *key, const char *v, long long lo, long long hi, int line)
+{
+	char *end;
+	long long x;
+
+	errno = 0;
+	x = strtoll(v, &end, 10);
+	if (errno || end == v || *end || x < lo || x > hi)
+		cfgerror(line, "%s: expected a whole number from %lld to %lld, got '%s'",
+		    key, lo, hi, v);
+	return x;
+}
+
+static double
+duration(const char *key, const char *v, int line)
+{
+	static const struct { const char *u; double f; } units[] = {
+		{"", 1}, {"ms", 0.001}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400},
+	};
+	char *end;
+	double x;
+	size_t i;
+
+	errno = 0;
+	x = strtod(v, &end);
+	if (!errno && end != v && x >= 0 && (*v >= '0' && *v <= '9'))
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (!strcmp(end, units[i].u))
+				return x * units[i].f;
+	cfgerror(line, "%s: expected a duration (number with ms, s, m, h or d), got '%s'", key, v);
+}
+
+static int
+boolean(const char *key, const char *v, int line)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+		return 1;
+	if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+		return 0;
+	cfgerror(line, "%s: expected yes or no, got '%s'", key, v);
+}
+
+int
+cfgneedshell(const char *cmd)
+{
+	static const char *const words[] = {
+		"!", "{", "}", "[[", "case", "do", "done", "elif", "else", "esac", "fi",
+		"for", "function", "if", "in", "select", "then", "time", "until", "while",
+		".", ":", "alias", "bg", "break", "cd", "command", "continue", "eval",
+		"exec", "exit", "export", "fg", "getopts", "hash", "jobs", "read",
+		"readonly", "return", "set", "shift", "source", "times", "trap", "type",
+		"ulimit", "umask", "unalias", "unset", "wait",
+	};
+	const char *p, *e;
+	size_t i, n;
+
+	if (strpbrk(cmd, "|&;<>()$`\\\"'*?[]#~\n"))
+		return 1;
+	for (p = cmd; isblank_(*p); p++)
+		;
+	for (e = p; *e && !isblank_(*e); e++)
+		if (*e == '=')
+			return 1;
+	n = e - p;
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strlen(words[i]) == n && !memcmp(words[i], p, n))
+			return 1;
+	return 0;
+}
+
+/* check every {word} template of a cmd */
+static void
+templates(const char *s, int line)
+{
+	static const char *const fan[] = {
+		"input", "input_file", "output", "output_file", "name", "stem", "ext", "dir",
+	};
+	const char *p, *e;
+	size_t i, n;
+
+	for (p = s; *p; p++) {
+		if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+			p++;
+			continue;
+		}
+		if (*p != '{' || (p > s && p[-1] == '$'))
+			continue;
+		for (e = p + 1; (*e >= 'a' && *e <= 'z') || *e == '_'; e++)
+			;
+		if (*e != '}' || e == p + 1)
+			continue;
+		n = e - p - 1;
+		if ((n == 4 && !memcmp(p + 1, "node", 4)) || (n == 7 && !memcmp(p + 1, "attempt", 7))) {
+			p = e;
+			continue;
+		}
+		for (i = 0; i < sizeof(fan) / sizeof(fan[0]); i++)
+			if (strlen(fan[i]) == n && !memcmp(fan[i], p + 1, n))
+				cfgerror(line, "template '{%.*s}' needs a fan-out node", (int)n, p + 1);
+		cfgerror(line, "unknown template '{%.*s}' (write '{{' and '}}' for literal braces)",
+		    (int)n, p + 1);
+	}
+}
+
+static void
+runkey(const char *key, char *v, int line)
+{
+	static unsigned seen;
+	static const char *const keys[] = {
+		"jobs", "on_failure", "state_dir", "shell", "kill_grace",
+	};
+	unsigned i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!strcmp(key, keys[i]))
+			break;
+	if (i == sizeof(keys) / sizeof(keys[0]))
+		cfgerror(line, "unknown key '%s' in [run]", key);
+	if (seen & 1u << i)
+		cfgerror(line, "duplicate key '%s' in [run]", key);
+	seen |= 1u << i;
+	switch (i) {
+	case 0:
+		cfg.jobs = (int)integer(key, v, 0, INT_MAX, line);
+		break;
+	case 1:
+		if (!strcmp(v, "stop"))
+			cfg.onfail = FSTOP;
+		else if (!strcmp(v, "continue"))
+			cfg.onfail = FCONTINUE;
+		else if (!strcmp(v, "abort"))
+			cfg.onfail = FABORT;
+		else
+			cfgerror(line, "on_failure: expected stop, continue or abort, got '%s'", v);
+		break;
+	case 2:
+		if (!*v)
+			cfgerror(line, "state_dir: expected a directory");
+		cfg.statedir = v;
+		break;
+	case 3:
+		if (!*v)
+			cfgerror(line, "shell: expected a command");
+		cfg.shell = v;
+		break;
+	case 4:
+		cfg.killgrace = duration(key, v, line);
+		break;
+	}
+}
+
+static void
+nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
+{
+	static const char *const keys[] = {
+		"cmd", "after", "dir", "env", "shell", "priority", "allow_failure",
+	};
+	struct dep *d;
+	unsigned i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!strcmp(key, keys[i]))
+			break;
+	if (i == sizeof(keys) / sizeof(keys[0]))
+		cfgerror(line, "unknown key '%s' in [node %s]", key, n->name);
+	if (i != 1 && i != 3 && *seen & 1u << i)
+		cfgerror(line, "duplicate key '%s' in [node %s]", key, n->name);
+	*seen |= 1u << i;
+	switch (i) {
+	case 0:
+		if (!v[strspn(v, " \t")])
+			cfgerror(line, "cmd: empty command");
+		templates(v, line);
+		n->cmd = v;
+		break;
+	case 1:
+		d = arena(sizeof(*d));
+		d->name = v;
+		d->line = line;
+		d->next = n->deps;
+		n->deps = d;
+		break;
+	case 2:
+		if (!*v)
+			cfgerror(line, "dir: expected a directory");
+		n->dir = v;
+		break;
+	case 3:
+		if (!strchr(v, '=') || *v == '=')
+			cfgerror(line, "env: expected NAME=value, got '%s'", v);
+		if (!(n->nenv & (n->nenv - 1))) {
+			char **e = arena(sizeof(*e) * (n->nenv ? 2 * n->nenv : 1));
+			if (n->nenv)
+				memcpy(e, n->env, sizeof(*e) * n->nenv);
+			n->env = e;
+		}
+		n->env[n->nenv++] = v;
+		break;
+	case 4:
+		if (!v[strspn(v, " \t")])
+			cfgerror(line, "shell: expected a command");
+		n->shell = v;
+		break;
+	case 5:
+		n->priority = (int)integer(key, v, INT_MIN, INT_MAX, line);
+		break;
+	case 6:
+		n->allowfail = boolean(key, v, line);
+		break;
+	}
+}
+
+/* a section header's type and, for [node NAME], its name */
+static int
+header(char *s, size_t n, int line, char **name)
+{
+	char *w, *e;
+	size_t wn, all;
+
+	if (n < 2 || s[n - 1] != ']')
+		cfgerror(line, "expected ']' at the end of a section header");
+	s++;
+	n -= 2;
+	trim(&s, &n);
+	all = n;
+	for (e = s; e < s + n && !isblank_(*e); e++)
+		;
+	wn = e - s;
+	w = e;
+	n -= wn;
+	trim(&w, &n);
+	*name = NULL;
+	if (wn == 4 && !memcmp(s, "vars", 4) && !n)
+		return SECVARS;
+	if (wn == 3 && !memcmp(s, "run", 3) && !n)
+		return SECRUN;
+	if (wn == 4 && !memcmp(s, "node", 4)) {
+		for (e = w; e < w + n; e++)
+			if (isblank_(*e))
+				cfgerror(line, "bad node name '%.*s' (letters, digits and ._-+@)", (int)n, w);
+		*name = w;
+		w[n] = 0;
+		return SECNODE;
+	}
+	cfgerror(line, "unknown section [%.*s]", (int)all, s);
+}
+
+/* split a key = value line; 0 for a blank or comment line */
+static int
+keyvalue(char *s, size_t n, int line, char **k, size_t *kn, char **v, size_t *vn)
+{
+	char *eq;
+
+	trim(&s, &n);
+	if (!n || *s == '#' || *s == ';')
+		return 0;
+	eq = memchr(s, '=', n);
+	if (!eq)
+		cfgerror(line, "expected 'key = value'");
+	*k = s;
+	*kn = eq - s;
+	*v = eq + 1;
+	*vn = n - (eq + 1 - s);
+	trim(k, kn);
+	trim(v, vn);
+	if (!*kn)
+		cfgerror(line, "expected 'key = value' (no key before '=')");
+	return 1;
+}
+
+/* pass one: [vars], so that a value may use a variable defined later */
+static void
+readvars(char *buf, size_t len)
+{
+	struct lexer lx = {buf, buf + len, 0, 0};
+	struct var *v;
+	char *s, *k, *val, *e;
+	size_t n, kn, vn;
+	int line, invars = 0;
+
+	while (nextline(&lx, &s, &n, &line)) {
+		trim(&s, &n);
+		if (n && *s == '[') {
+			invars = n >= 6 && !strncmp(s, "[vars", 5) &&
+			    (s[5] == ']' || isblank_(s[5]));
+			continue;
+		}
+		if (!invars || !keyvalue(s, n, line, &k, &kn, &val, &vn))
+			continue;
+		for (v = vars; v; v = v->next)
+			if (strlen(v->name) == kn && !memcmp(v->name, k, kn))
+				cfgerror(line, "duplicate variable '%.*s'", (int)kn, k);
+		for (n = 0; n < kn; n++)
+			if (!varchar((unsigned char)k[n]))
+				cfgerror(line, "bad variable name '%.*s' (letters, digits and _.-)", (int)kn, k);
+		v = xmalloc(sizeof(*v));
+		v->name = arenastr(k, kn);
+		e = expand(val, vn, line);
+		v->value = e ? e : arenastr(val, vn);
+		v->next = vars;
+		vars = v;
+	}
+}
+
+void
+cfgparse(const char *file, struct var *d)
+{
+	struct lexer lx;
+	char *buf, *s, *k, *v, *name, *slash;
+	size_t len, n, kn, vn;
+	int line, sec = SECNONE, cur = -1, i;
+	unsigned seen = 0;
+
+	cfg.file = file;
+	cfg.jobs = -1;
+	cfg.onfail = FSTOP;
+	cfg.statedir = ".dagrun";
+	cfg.shell = "/bin/sh";
+	cfg.killgrace = 10;
+	defs = d;
+	buf = readfile(file, &len);
+	readvars(buf, len);
+	lx.p = buf;
+	lx.end = buf + len;
+	lx.line = 0;
+	lx.mutate = 1;
+	while (nextline(&lx, &s, &n, &line)) {
+		trim(&s, &n);
+		if (n && *s == '[') {
+			sec = header(s, n, line, &name);
+			if (sec == SECNODE) {
+				cur = newnode(name, line);
+				seen = 0;
+			}
+			continue;
+		}
+		if (!keyvalue(s, n, line, &k, &kn, &v, &vn))
+			continue;
+		k[kn] = 0;
+		switch (sec) {
+		case SECNONE:
+			cfgerror(line, "'%s' outside of a section", k);
+		case SECVARS:
+			break;
+		case SECRUN:
+			runkey(k, value(v, vn, line), line);
+			break;
+		case SECNODE:
+			nodekey(&nodes[cur], &seen, k, value(v, vn, line), line);
+			break;
+		}
+	}
+	for (i = 0; i < nnodes; i++) {
+		if (!nodes[i].cmd)
+			cfgerror(nodes[i].line, "node '%s' has no cmd", nodes[i].name);
+		nodes[i].direct = !nodes[i].shell && !cfgneedshell(nodes[i].cmd);
+	}
+	slash = strrchr(file, '/');
+	cfg.dir = slash ? arenastr(file, slash == file ? 1 : slash - file) : ".";
+}

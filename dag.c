@@ -1,0 +1,345 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dagrun.h"
+
+int dagcount[NSTATES];
+
+static int *heap;	/* ready nodes, best first */
+static int nheap, capheap;
+
+/* does a start before b? */
+static int
+before(int a, int b)
+{
+	const struct node *x = &nodes[a], *y = &nodes[b];
+
+	if (x->priority != y->priority)
+		return x->priority > y->priority;
+	if (x->weight != y->weight)
+		return x->weight > y->weight;
+	return a < b;
+}
+
+static void
+setstate(int n, int s)
+{
+	dagcount[nodes[n].state]--;
+	nodes[n].state = s;
+	dagcount[s]++;
+}
+
+void
+dagpush(int n)
+{
+	int i, p;
+
+	if (nheap == capheap)
+		heap = xrealloc(heap, (capheap = capheap ? capheap * 2 : 1024) * sizeof(*heap));
+	setstate(n, SREADY);
+	for (i = nheap++; i > 0 && before(n, heap[p = (i - 1) / 2]); i = p)
+		heap[i] = heap[p];
+	heap[i] = n;
+}
+
+int
+dagpop(void)
+{
+	int top, last, i, c;
+
+	if (!nheap)
+		return -1;
+	top = heap[0];
+	last = heap[--nheap];
+	for (i = 0; (c = 2 * i + 1) < nheap; i = c) {
+		if (c + 1 < nheap && before(heap[c + 1], heap[c]))
+			c++;
+		if (!before(heap[c], last))
+			break;
+		heap[i] = heap[c];
+	}
+	heap[i] = last;
+	setstate(top, SRUNNING);
+	return top;
+}
+
+int
+dagnready(void)
+{
+	return nheap;
+}
+
+/* tokenize every node's deps into pre, in file order, without repeats */
+static int
+resolve(char **msg)
+{
+	int *edges = NULL, *stamp, *off;
+	size_t nedges = 0, cap = 0;
+	struct dep *d, *rev;
+	char *p, *t;
+	int i, m;
+
+	stamp = xmalloc(nnodes * sizeof(*stamp));
+	off = xmalloc((nnodes + 1) * sizeof(*off));
+	memset(stamp, 0xff, nnodes * sizeof(*stamp));
+	for (i = 0; i < nnodes; i++) {
+		off[i] = nedges;
+		for (rev = NULL, d = nodes[i].deps; d; ) {
+			struct dep *next = d->next;
+			d->next = rev;
+			rev = d;
+			d = next;
+		}
+		for (d = rev; d; d = d->next) {
+			for (p = d->name; *p; ) {
+				p += strspn(p, " \t");
+				if (!*p)
+					break;
+				t = p;
+				p += strcspn(p, " \t");
+				if (*p)
+					*p++ = 0;
+				if ((m = cfgfind(t)) < 0) {
+					*msg = arena(strlen(t) + strlen(nodes[i].name) + 64);
+					sprintf(*msg, "node '%s' depends on unknown node '%s'", nodes[i].name, t);
+					return d->line;
+				}
+				if (stamp[m] == i)
+					continue;
+				stamp[m] = i;
+				if (nedges == cap)
+					edges = xrealloc(edges, (cap = cap ? cap * 2 : 4096) * sizeof(*edges));
+				edges[nedges++] = m;
+			}
+		}
+		nodes[i].deps = NULL;
+	}
+	off[nnodes] = nedges;
+	for (i = 0; i < nnodes; i++) {
+		nodes[i].pre = edges + off[i];
+		nodes[i].npre = off[i + 1] - off[i];
+	}
+	free(stamp);
+	free(off);
+	return 0;
+}
+
+/* dependents from prerequisites, one array for all */
+static void
+invert(void)
+{
+	int *all, *fill, i, j, total = 0;
+
+	for (i = 0; i < nnodes; i++) {
+		total += nodes[i].npre;
+		for (j = 0; j < nodes[i].npre; j++)
+			nodes[nodes[i].pre[j]].npost++;
+	}
+	all = xmalloc(total * sizeof(*all));
+	fill = xmalloc(nnodes * sizeof(*fill));
+	for (i = 0, total = 0; i < nnodes; i++) {
+		nodes[i].post = all + total;
+		fill[i] = 0;
+		total += nodes[i].npost;
+	}
+	for (i = 0; i < nnodes; i++)
+		for (j = 0; j < nodes[i].npre; j++) {
+			int p = nodes[i].pre[j];
+			nodes[p].post[fill[p]++] = i;
+		}
+	free(fill);
+}
+
+/* a cycle among the nodes Kahn's algorithm left, as text */
+static int
+cycle(const int *left, char **msg)
+{
+	int *seen, *next, i, n, start, best;
+	size_t len = 64;
+	char *s;
+
+	seen = xcalloc(nnodes, sizeof(*seen));
+	next = xmalloc(nnodes * sizeof(*next));
+	for (n = 0; !left[n]; n++)
+		;
+	/* walk back along unfinished prerequisites until one repeats */
+	while (!seen[n]) {
+		seen[n] = 1;
+		for (i = 0; !left[nodes[n].pre[i]]; i++)
+			;
+		next[n] = nodes[n].pre[i];
+		n = next[n];
+	}
+	start = best = n;
+	do {
+		if (n < best)
+			best = n;
+		len += strlen(nodes[n].name) + 4;
+		n = next[n];
+	} while (n != start);
+	len += strlen(nodes[best].name);
+	s = *msg = xmalloc(len);
+	s += sprintf(s, "dependency cycle: %s", nodes[best].name);
+	n = best;
+	do {
+		n = next[n];
+		s += sprintf(s, " -> %s", nodes[n].name);
+	} while (n != best);
+	free(seen);
+	free(next);
+	return nodes[best].line;
+}
+
+int
+dagbuild(char **msg)
+{
+	int *order, *left, i, j, n, head = 0, tail = 0, line;
+	long w;
+
+	if ((line = resolve(msg)))
+		return line;
+	invert();
+	order = xmalloc(nnodes * sizeof(*order));
+	left = xmalloc(nnodes * sizeof(*left));
+	for (i = 0; i < nnodes; i++)
+		if (!(left[i] = nodes[i].npre))
+			order[tail++] = i;
+	while (head < tail) {
+		n = order[head++];
+		for (j = 0; j < nodes[n].npost; j++)
+			if (!--left[nodes[n].post[j]])
+				order[tail++] = nodes[n].post[j];
+	}
+	if (tail < nnodes)
+		return cycle(left, msg);
+	/* longest remaining path, counted in nodes */
+	for (i = nnodes - 1; i >= 0; i--) {
+		n = order[i];
+		w = 0;
+		for (j = 0; j < nodes[n].npost; j++)
+			if (nodes[nodes[n].post[j]].weight > w)
+				w = nodes[nodes[n].post[j]].weight;
+		nodes[n].weight = w + 1;
+	}
+	free(order);
+	free(left);
+	return 0;
+}
+
+int
+dagselect(char **targets, int ntargets)
+{
+	int *stack, sp = 0, i, j, n;
+
+	if (!ntargets) {
+		for (i = 0; i < nnodes; i++)
+			nodes[i].want = 1;
+		return -1;
+	}
+	stack = xmalloc((nnodes + 1) * sizeof(*stack));
+	for (i = 0; i < ntargets; i++) {
+		if ((n = cfgfind(targets[i])) < 0) {
+			free(stack);
+			return i;
+		}
+		if (nodes[n].want)
+			continue;
+		nodes[n].want = 1;
+		stack[sp++] = n;
+		while (sp) {
+			n = stack[--sp];
+			for (j = 0; j < nodes[n].npre; j++)
+				if (!nodes[nodes[n].pre[j]].want) {
+					nodes[nodes[n].pre[j]].want = 1;
+					stack[sp++] = nodes[n].pre[j];
+				}
+		}
+	}
+	free(stack);
+	return -1;
+}
+
+int
+dagtotal(void)
+{
+	int i, t = 0;
+
+	for (i = 0; i < nnodes; i++)
+		t += nodes[i].want;
+	return t;
+}
+
+void
+dagstart(void)
+{
+	int i;
+
+	for (i = 0; i < nnodes; i++) {
+		if (!nodes[i].want)
+			continue;
+		nodes[i].state = SWAITING;
+		nodes[i].pending = nodes[i].npre;
+		dagcount[SWAITING]++;
+	}
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].want && !nodes[i].npre)
+			dagpush(i);
+}
+
+/* skip everything downstream of n that has not started */
+static void
+skipfrom(int n, void (*cb)(int))
+{
+	int *stack, sp = 0, j, m;
+
+	stack = xmalloc((dagcount[SWAITING] + 1) * sizeof(*stack));
+	stack[sp++] = n;
+	while (sp) {
+		n = stack[--sp];
+		for (j = 0; j < nodes[n].npost; j++) {
+			m = nodes[n].post[j];
+			if (!nodes[m].want || nodes[m].state != SWAITING)
+				continue;
+			setstate(m, SSKIPPED);
+			if (cb)
+				cb(m);
+			stack[sp++] = m;
+		}
+	}
+	free(stack);
+}
+
+void
+dagdone(int n, int s, void (*skipped)(int))
+{
+	int j, m;
+
+	setstate(n, s);
+	nodes[n].failed = s != SOK;
+	if (s == SCANCELLED)
+		return;	/* dependents are cancelled with the rest of the run */
+	if (s != SOK && !nodes[n].allowfail) {
+		skipfrom(n, skipped);
+		return;
+	}
+	for (j = 0; j < nodes[n].npost; j++) {
+		m = nodes[n].post[j];
+		if (nodes[m].want && !--nodes[m].pending && nodes[m].state == SWAITING)
+			dagpush(m);
+	}
+}
+
+void
+dagcancel(int s, void (*cb)(int))
+{
+	int i;
+
+	nheap = 0;
+	for (i = 0; i < nnodes; i++) {
+		if (!nodes[i].want || (nodes[i].state != SWAITING && nodes[i].state != SREADY))
+			continue;
+		setstate(i, s);
+		if (cb)
+			cb(i);
+	}
+}

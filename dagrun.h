@@ -1,0 +1,182 @@
+/* dagrun: run a graph of commands in parallel */
+
+#define VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define NORETURN __attribute__((noreturn))
+#else
+#define NORETURN
+#endif
+
+/* exit statuses: the one table, mirrored in dagrun.1 EXIT STATUS */
+enum {
+	EXOK = 0,	/* every job succeeded */
+	EXFAIL = 1,	/* a job failed, timed out or was skipped */
+	EXUSAGE = 2,	/* usage or config error, nothing was run */
+	EXLOCK = 3,	/* another dagrun holds the state directory */
+	EXTIME = 4,	/* deadline passed or a resource wait timed out */
+};
+
+/* job states, in the order the summary lists them */
+enum state {
+	SWAITING,
+	SREADY,
+	SRUNNING,
+	SOK,
+	SFAILED,
+	STIMEOUT,
+	SCANCELLED,
+	SSKIPPED,
+	NSTATES
+};
+
+enum onfail {
+	FSTOP,
+	FCONTINUE,
+	FABORT,
+};
+
+/* a prerequisite as written, resolved by dagbuild */
+struct dep {
+	char *name;
+	int line;
+	struct dep *next;
+};
+
+struct node {
+	char *name;
+	char *cmd;
+	char *dir;		/* working directory, or NULL */
+	char *shell;		/* interpreter for this node, or NULL */
+	char **env;		/* K=V, nenv of them */
+	struct dep *deps;	/* as written; NULL after dagbuild */
+	int *pre, *post;	/* prerequisites and dependents (node indices) */
+	int npre, npost;
+	int nenv;
+	int line;		/* of the section header */
+	int priority;
+	int pending;		/* prerequisites not yet done */
+	long weight;		/* longest path to the end of the graph */
+	unsigned char state;
+	unsigned char allowfail;
+	unsigned char want;	/* selected by the targets */
+	unsigned char direct;	/* cmd needs no shell */
+	unsigned char failed;	/* ended badly, allowed or not */
+};
+
+struct config {
+	const char *file;	/* as given */
+	char *dir;		/* the config file's directory */
+	char *statedir;
+	char *shell;
+	int jobs;		/* -1: not set */
+	int onfail;
+	double killgrace;	/* seconds */
+	int quiet, verbose;
+};
+
+struct var {
+	char *name, *value;
+	struct var *next;
+};
+
+/* main.c: allocation, errors, time */
+extern const char *argv0;
+void warn(const char *, ...);
+NORETURN void fatal(const char *, ...);
+void *xmalloc(size_t);
+void *xrealloc(void *, size_t);
+void *xcalloc(size_t, size_t);
+char *xstrdup(const char *);
+/* bump allocation for data that lives until exit */
+void *arena(size_t);
+char *arenastr(const char *, size_t);
+/* monotonic and wall clock seconds */
+double mono(void);
+double wall(void);
+
+/* cfg.c: text to config and nodes */
+extern struct config cfg;
+extern struct node *nodes;
+extern int nnodes;
+/* parse file with the -D definitions; exits 2 with file:line on error */
+void cfgparse(const char *file, struct var *defs);
+/* the node named s, or -1 */
+int cfgfind(const char *s);
+/* report a config error at line and exit 2 */
+NORETURN void cfgerror(int line, const char *, ...);
+/* does cmd need the shell (metacharacters or a shell word first)? */
+int cfgneedshell(const char *cmd);
+
+/* dag.c: graph, readiness, cycles, priorities; no I/O */
+/* resolve deps, find cycles, compute weights; on error return the
+ * offending line and set *msg */
+int dagbuild(char **msg);
+/* keep only the targets and what they need; returns -1 or the index of an
+ * unknown target */
+int dagselect(char **targets, int ntargets);
+/* number of selected jobs */
+int dagtotal(void);
+/* queue every selected node without prerequisites */
+void dagstart(void);
+/* next ready node to start, or -1 */
+int dagpop(void);
+int dagnready(void);
+/* put back a popped node */
+void dagpush(int);
+/* n ended in state s; dependents become ready or, on failure, skipped,
+ * reported through the callback */
+void dagdone(int n, int s, void (*skipped)(int));
+/* mark every selected node still waiting or ready as s, reported */
+void dagcancel(int s, void (*cb)(int));
+/* count of selected nodes per state */
+extern int dagcount[NSTATES];
+
+/* res.c: what the machine offers */
+/* CPUs this process may use: affinity, cgroup quota */
+int rescpus(void);
+/* root prefix for /proc and /sys reads (testing aid) */
+const char *resroot(void);
+
+/* lock.c */
+/* hold dir/lock for the life of the process; returns fd or exits 3 */
+int lockacquire(const char *dir);
+
+/* log.c: journal, logs, console */
+struct jobinfo {
+	int node;
+	int state;
+	int status;	/* exit status, 128+n for signal n, -1 none */
+	int attempt;
+	long pid;
+	double start, end;	/* wall clock */
+	double cpu;		/* user+sys seconds */
+	long maxrss;		/* KiB */
+	int allowed;		/* failure allowed */
+};
+void logopen(const char *statedir);
+void logclose(void);
+void logstart(int node, int attempt, long pid, const char *cmd);
+void logend(const struct jobinfo *);
+void logskip(int node);
+void loginfo(const char *, ...);
+void logerror(const char *, ...);
+void logrunstart(int total);
+void logrunend(int status, double secs);
+/* redraw the status line: nrun running, the oldest node for elapsed s */
+void logstatus(int nrun, int node, double elapsed);
+void logoutput(int node, int fd, const char *buf, size_t len, int *bol);
+/* flush stdout, and the logs at most twice a second */
+void logflush(void);
+/* buffered log lines wait for a flush */
+int logdirty(void);
+/* a status line is drawn on the terminal */
+int logtty(void);
+char *logpath(int node, int fd);
+
+/* sched.c */
+/* run the selected graph; returns the exit status */
+int schedrun(void);
+/* node n's command for attempt, templates filled, as the shell would read
+ * it, into *buf */
+void cmdexpand(int n, int attempt, char **buf, size_t *cap);

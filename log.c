@@ -1,0 +1,359 @@
+#define _POSIX_C_SOURCE 200809L
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "dagrun.h"
+
+static const char *const statename[NSTATES] = {
+	"waiting", "ready", "running", "ok", "failed", "timeout", "cancelled", "skipped",
+};
+
+static const char *statedir;
+static int journal = -1;
+static FILE *mainlog, *errlog, *benchlog;
+static int tty;			/* status line on stdout */
+static int shown;		/* the status line is on screen */
+static int dirty;		/* buffered log lines not yet written */
+static double lastflush;
+
+int
+logtty(void)
+{
+	return tty;
+}
+
+int
+logdirty(void)
+{
+	return dirty;
+}
+
+static FILE *
+openlog(const char *name)
+{
+	char path[4096];
+	FILE *f;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", statedir, name);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0 || !(f = fdopen(fd, "a")))
+		fatal("%s:", path);
+	return f;
+}
+
+void
+logopen(const char *dir)
+{
+	char path[4096];
+	const char *term = getenv("TERM");
+
+	statedir = dir;
+	snprintf(path, sizeof(path), "%s/logs", dir);
+	if (mkdir(path, 0777) < 0 && errno != EEXIST)
+		fatal("%s:", path);
+	snprintf(path, sizeof(path), "%s/journal", dir);
+	journal = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	if (journal < 0)
+		fatal("%s:", path);
+	mainlog = openlog("main.log");
+	errlog = openlog("error.log");
+	benchlog = openlog("benchmarks.log");
+	tty = !cfg.quiet && isatty(1) && term && strcmp(term, "dumb");
+	lastflush = mono();
+}
+
+char *
+logpath(int node, int fd)
+{
+	static char path[2][4096];
+
+	snprintf(path[fd - 1], sizeof(path[0]), "%s/logs/%s.%s", statedir,
+	    nodes[node].name, fd == 1 ? "out" : "err");
+	return path[fd - 1];
+}
+
+/* one journal record, one write(), as soon as its event happens */
+static void
+record(const char *fmt, ...)
+{
+	char line[8192];
+	va_list ap;
+	int n;
+
+	n = snprintf(line, sizeof(line), "%.3f\t", wall());
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	va_end(ap);
+	if ((size_t)n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	if (write(journal, line, n) != n)
+		warn("%s/journal:", statedir);
+}
+
+static void
+stamp(FILE *f, const char *level)
+{
+	static time_t last;
+	static char buf[32];
+	double t = wall();
+	time_t s = (time_t)t;
+	struct tm tm;
+
+	if (s != last) {
+		localtime_r(&s, &tm);
+		strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+		last = s;
+	}
+	fprintf(f, "%s.%03d\t%s\t", buf, (int)((t - s) * 1000), level);
+	dirty = 1;
+}
+
+static void
+vlog(FILE *f, const char *level, const char *fmt, va_list ap)
+{
+	va_list aq;
+
+	va_copy(aq, ap);
+	stamp(mainlog, level);
+	vfprintf(mainlog, fmt, ap);
+	fputc('\n', mainlog);
+	if (f != mainlog) {
+		stamp(f, level);
+		vfprintf(f, fmt, aq);
+		fputc('\n', f);
+	}
+	va_end(aq);
+}
+
+void
+loginfo(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(mainlog, "INFO", fmt, ap);
+	va_end(ap);
+}
+
+void
+logerror(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(errlog, "ERROR", fmt, ap);
+	va_end(ap);
+}
+
+/* take the status line off the screen before printing */
+static void
+unshow(void)
+{
+	if (shown) {
+		fputs("\r\033[K", stdout);
+		shown = 0;
+	}
+}
+
+void
+logflush(void)
+{
+	double now;
+
+	fflush(stdout);
+	if (!dirty)
+		return;
+	now = mono();
+	if (now - lastflush < 0.5)
+		return;
+	fflush(mainlog);
+	fflush(errlog);
+	fflush(benchlog);
+	dirty = 0;
+	lastflush = now;
+}
+
+void
+logstart(int node, int attempt, long pid, const char *cmd)
+{
+	record("start\t%s\t%d\t%ld", nodes[node].name, attempt, pid);
+	if (cmd) {
+		unshow();
+		printf("+ %s: %s\n", nodes[node].name, cmd);
+	}
+}
+
+/* the last lines of the job's stderr, tagged */
+static void
+tail(int node)
+{
+	char buf[4096 + 1], *p, *s;
+	ssize_t n;
+	off_t size;
+	int fd, lines = 0;
+
+	if ((fd = open(logpath(node, 2), O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	if (size > 4096)
+		lseek(fd, size - 4096, SEEK_SET);
+	else
+		lseek(fd, 0, SEEK_SET);
+	n = read(fd, buf, 4096);
+	close(fd);
+	if (n <= 0)
+		return;
+	if (buf[n - 1] == '\n')
+		n--;
+	buf[n] = 0;
+	for (p = buf + n; p > buf; p--)
+		if (p[-1] == '\n' && ++lines == 10)
+			break;
+	if (p == buf && size > 4096)
+		p = strchr(buf, '\n') ? strchr(buf, '\n') + 1 : buf;
+	for (; p && *p; p = s) {
+		s = strchr(p, '\n');
+		if (s)
+			*s++ = 0;
+		fprintf(stderr, "%s| %s\n", nodes[node].name, p);
+	}
+}
+
+void
+logend(const struct jobinfo *j)
+{
+	const char *name = nodes[j->node].name, *state = statename[j->state];
+	double dur = j->end - j->start;
+
+	record("end\t%s\t%d\t%s\t%d\t%.3f", name, j->attempt, state, j->status, dur);
+	fprintf(benchlog, "%s\t%d\t%.3f\t%.3f\t%.3f\t%d\t%.3f\t%ld\n", name, j->attempt,
+	    j->start, j->end, dur, j->status, j->cpu, j->maxrss);
+	dirty = 1;
+	if (j->state == SOK) {
+		loginfo("%s ok in %.3fs", name, dur);
+		if (!tty && !cfg.quiet)
+			printf("ok %.2fs %s\n", dur, name);
+		return;
+	}
+	if (j->state == SCANCELLED) {
+		loginfo("%s cancelled after %.3fs (exit %d)", name, dur, j->status);
+		if (!cfg.quiet) {
+			unshow();
+			printf("cancelled %.2fs %s\n", dur, name);
+		}
+		return;
+	}
+	logerror("%s %s: exit %d after %.3fs%s (stderr: %s)", name, state, j->status, dur,
+	    j->allowed ? ", allowed" : "", logpath(j->node, 2));
+	unshow();
+	fflush(stdout);
+	fprintf(stderr, "%s exit %d %.2fs %s%s\n", j->state == STIMEOUT ? "TIMEOUT" : "FAILED",
+	    j->status, dur, name, j->allowed ? " (allowed)" : "");
+	if (!cfg.verbose)
+		tail(j->node);
+	fflush(stderr);
+}
+
+void
+logskip(int node)
+{
+	const char *name = nodes[node].name, *state = statename[nodes[node].state];
+
+	record("end\t%s\t0\t%s\t-1\t0", name, state);
+	loginfo("%s %s", name, state);
+	if (!tty && !cfg.quiet)
+		printf("%s %s\n", state, name);
+}
+
+void
+logrunstart(int total)
+{
+	record("run\t%ld\t%d", (long)getpid(), total);
+	loginfo("run started: %d jobs, at most %d at once, pid %ld", total, cfg.jobs, (long)getpid());
+}
+
+void
+logrunend(int status, double secs)
+{
+	char sum[512];
+	int s, n = 0, total = 0;
+
+	for (s = SOK; s < NSTATES; s++)
+		total += dagcount[s];
+	n = snprintf(sum, sizeof(sum), "%d ok", dagcount[SOK]);
+	for (s = SFAILED; s < NSTATES; s++)
+		if (dagcount[s])
+			n += snprintf(sum + n, sizeof(sum) - n, ", %d %s", dagcount[s], statename[s]);
+	record("done\t%d\t%.3f\t%s", status, secs, sum);
+	loginfo("run ended: exit %d: %s in %.3fs", status, sum, secs);
+	unshow();
+	printf("%s: %d jobs: %s in %.2fs\n", argv0, total, sum, secs);
+}
+
+void
+logstatus(int nrun, int node, double elapsed)
+{
+	char line[512];
+	int cols = 80, n, done = 0, s;
+#ifdef TIOCGWINSZ
+	struct winsize ws;
+
+	if (ioctl(1, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 10)
+		cols = ws.ws_col;
+#endif
+	for (s = SOK; s < NSTATES; s++)
+		done += dagcount[s];
+	n = snprintf(line, sizeof(line), "[%d/%d]", done, done + dagcount[SWAITING] +
+	    dagcount[SREADY] + dagcount[SRUNNING]);
+	if (dagcount[SFAILED])
+		n += snprintf(line + n, sizeof(line) - n, " %d failed,", dagcount[SFAILED]);
+	if (nrun)
+		n += snprintf(line + n, sizeof(line) - n, " %d running: %s %.0fs", nrun,
+		    nodes[node].name, elapsed);
+	if (n > cols - 1)
+		n = cols - 1;
+	if (n < 0)
+		n = 0;
+	printf("\r%.*s\033[K", n, line);
+	shown = 1;
+}
+
+void
+logoutput(int node, int fd, const char *buf, size_t len, int *bol)
+{
+	FILE *f = fd == 1 ? stdout : stderr;
+	const char *nl;
+	size_t k;
+
+	unshow();
+	if (f == stderr)
+		fflush(stdout);
+	while (len) {
+		if (*bol)
+			fprintf(f, "%s| ", nodes[node].name);
+		nl = memchr(buf, '\n', len);
+		k = nl ? (size_t)(nl - buf) + 1 : len;
+		fwrite(buf, 1, k, f);
+		*bol = nl != NULL;
+		buf += k;
+		len -= k;
+	}
+}
+
+void
+logclose(void)
+{
+	fflush(stdout);
+	if (fflush(mainlog) || fflush(errlog) || fflush(benchlog))
+		warn("%s: writing logs:", statedir);
+	dirty = 0;
+}

@@ -1,0 +1,261 @@
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "dagrun.h"
+
+const char *argv0 = "dagrun";
+
+static void
+vwarn(const char *fmt, va_list ap)
+{
+	size_t n = strlen(fmt);
+
+	fflush(stdout);
+	fprintf(stderr, "%s: ", argv0);
+	vfprintf(stderr, fmt, ap);
+	if (n && fmt[n - 1] == ':')
+		fprintf(stderr, " %s", strerror(errno));
+	fputc('\n', stderr);
+}
+
+void
+warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vwarn(fmt, ap);
+	va_end(ap);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vwarn(fmt, ap);
+	va_end(ap);
+	exit(EXUSAGE);
+}
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		fatal("malloc:");
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		fatal("realloc:");
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t m)
+{
+	void *p = calloc(n ? n : 1, m ? m : 1);
+
+	if (!p)
+		fatal("calloc:");
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	return arenastr(s, strlen(s));
+}
+
+void *
+arena(size_t n)
+{
+	static char *p;
+	static size_t left;
+	void *r;
+
+	n = (n + 7) & ~(size_t)7;
+	if (n > 65536)
+		return xmalloc(n);
+	if (n > left) {
+		p = xmalloc(1 << 20);
+		left = 1 << 20;
+	}
+	r = p;
+	p += n;
+	left -= n;
+	return r;
+}
+
+char *
+arenastr(const char *s, size_t n)
+{
+	char *p = arena(n + 1);
+
+	memcpy(p, s, n);
+	p[n] = 0;
+	return p;
+}
+
+double
+mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double
+wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: %s [-cgknqvx] [-C dir] [-D name=value] [-f file] "
+	    "[-j jobs] [node ...]\n", argv0);
+	exit(EXUSAGE);
+}
+
+static int
+number(const char *s, const char *what)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0 || v > INT_MAX)
+		fatal("%s: expected a whole number >= 0, got '%s'", what, s);
+	return (int)v;
+}
+
+/* -g: the selected graph in Graphviz DOT */
+static void
+printdot(void)
+{
+	int i, j;
+
+	puts("digraph dagrun {");
+	for (i = 0; i < nnodes; i++) {
+		if (!nodes[i].want)
+			continue;
+		printf("\t\"%s\";\n", nodes[i].name);
+		for (j = 0; j < nodes[i].npre; j++)
+			printf("\t\"%s\" -> \"%s\";\n",
+			    nodes[nodes[i].pre[j]].name, nodes[i].name);
+	}
+	puts("}");
+}
+
+/* -n: each job in a valid start order with its expanded command */
+static void
+dryrun(void)
+{
+	char *buf = NULL;
+	size_t cap = 0;
+	int n;
+
+	dagstart();
+	while ((n = dagpop()) >= 0) {
+		cmdexpand(n, 1, &buf, &cap);
+		printf("%s\t%s\n", nodes[n].name, buf);
+		dagdone(n, SOK, NULL);
+	}
+	free(buf);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct var *defs = NULL, *v;
+	const char *file = "dagrun.ini", *dir = NULL;
+	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1;
+	int quiet = 0, verbose = 0, line, bad;
+	char *msg, *eq;
+
+	if (argv[0] && *argv[0]) {
+		argv0 = strrchr(argv[0], '/');
+		argv0 = argv0 ? argv0 + 1 : argv[0];
+	}
+	while ((opt = getopt(argc, argv, "cgknqvxC:D:f:j:hV")) != -1) {
+		switch (opt) {
+		case 'c': check = 1; break;
+		case 'g': graph = 1; break;
+		case 'k': onfail = FCONTINUE; break;
+		case 'x': onfail = FABORT; break;
+		case 'n': dry = 1; break;
+		case 'q': quiet = 1; verbose = 0; break;
+		case 'v': verbose = 1; quiet = 0; break;
+		case 'C': dir = optarg; break;
+		case 'f': file = optarg; break;
+		case 'j': jobs = number(optarg, "-j"); break;
+		case 'D':
+			eq = strchr(optarg, '=');
+			if (!eq || eq == optarg)
+				fatal("-D: expected name=value, got '%s'", optarg);
+			v = xmalloc(sizeof(*v));
+			v->name = arenastr(optarg, eq - optarg);
+			v->value = eq + 1;
+			v->next = defs;
+			defs = v;
+			break;
+		case 'V':
+			printf("dagrun %s\n", VERSION);
+			return EXOK;
+		case 'h':
+		default:
+			usage();
+		}
+	}
+	if (dir && chdir(dir) < 0)
+		fatal("-C %s:", dir);
+	cfgparse(file, defs);
+	if (jobs >= 0)
+		cfg.jobs = jobs;
+	if (onfail >= 0)
+		cfg.onfail = onfail;
+	cfg.quiet = quiet;
+	cfg.verbose = verbose;
+	if ((line = dagbuild(&msg)))
+		cfgerror(line, "%s", msg);
+	if ((bad = dagselect(argv + optind, argc - optind)) >= 0)
+		fatal("unknown node '%s'", argv[optind + bad]);
+	if (check) {
+		if (!quiet)
+			printf("%s: ok, %d nodes\n", file, dagtotal());
+		return EXOK;
+	}
+	if (chdir(cfg.dir) < 0)
+		fatal("%s:", cfg.dir);
+	if (graph) {
+		printdot();
+		return EXOK;
+	}
+	if (dry) {
+		dryrun();
+		return fflush(stdout) ? EXFAIL : EXOK;
+	}
+	if (cfg.jobs < 0)
+		cfg.jobs = rescpus();
+	return schedrun();
+}
