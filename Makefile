@@ -30,9 +30,28 @@ dagrun-static: $(SRC) dagrun.h
 	$(MUSLCC) -Os $(WFLAGS) -static -o $@ $(SRC)
 	strip $@
 
+asan: dagrun-asan
+
+dagrun-asan: $(SRC) dagrun.h
+	$(CC) -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+		-fno-sanitize-recover=all $(WFLAGS) -o $@ $(SRC)
+
+# the whole suite against the normal build, and the manual pages
 check: dagrun
 	DAGRUN=$$PWD/dagrun ./t/pytest -q t
 	mandoc -Tlint -W warning man/dagrun.1 man/dagrun.ini.5
+
+check-static: dagrun-static
+	DAGRUN=$$PWD/dagrun-static ./t/pytest -q t
+
+check-asan: dagrun-asan
+	DAGRUN=$$PWD/dagrun-asan ./t/pytest -q t
+
+# valgrind slows dagrun itself; the tests marked heavy are left to the others
+check-valgrind: dagrun
+	DAGRUN=$$PWD/dagrun DAGRUN_WRAP="valgrind -q --error-exitcode=99 \
+		--leak-check=full --errors-for-leak-kinds=definite" \
+		./t/pytest -q -m "not heavy" t
 
 install: dagrun
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
@@ -41,6 +60,6 @@ install: dagrun
 	cp man/dagrun.ini.5 $(DESTDIR)$(MANDIR)/man5/
 
 clean:
-	rm -f dagrun dagrun-static $(OBJ)
+	rm -f dagrun dagrun-static dagrun-asan $(OBJ)
 
-.PHONY: all static check install clean
+.PHONY: all static asan check check-static check-asan check-valgrind install clean
