@@ -361,17 +361,28 @@ boolean(const char *key, const char *v, int line)
 int
 cfgneedshell(const char *cmd)
 {
-	static const char *const words[] = {
-		"!", "{", "}", "[[", "case", "do", "done", "elif", "else", "esac", "fi",
-		"for", "function", "if", "in", "select", "then", "time", "until", "while",
-		".", ":", "alias", "bg", "break", "cd", "command", "continue", "eval",
-		"exec", "exit", "export", "fg", "getopts", "hash", "jobs", "read",
-		"readonly", "return", "set", "shift", "source", "times", "trap", "type",
-		"ulimit", "umask", "unalias", "unset", "wait",
+	/* reserved words and builtins that only the shell can run */
+	static const struct { char len, w[9]; } words[] = {
+		{1, "!"}, {1, "{"}, {1, "}"}, {2, "[["}, {4, "case"}, {2, "do"},
+		{4, "done"}, {4, "elif"}, {4, "else"}, {4, "esac"}, {2, "fi"},
+		{3, "for"}, {8, "function"}, {2, "if"}, {2, "in"}, {6, "select"},
+		{4, "then"}, {4, "time"}, {5, "until"}, {5, "while"}, {1, "."},
+		{1, ":"}, {5, "alias"}, {2, "bg"}, {5, "break"}, {2, "cd"},
+		{7, "command"}, {8, "continue"}, {4, "eval"}, {4, "exec"},
+		{4, "exit"}, {6, "export"}, {2, "fg"}, {7, "getopts"}, {4, "hash"},
+		{4, "jobs"}, {4, "read"}, {8, "readonly"}, {6, "return"}, {3, "set"},
+		{5, "shift"}, {6, "source"}, {5, "times"}, {4, "trap"}, {4, "type"},
+		{6, "ulimit"}, {5, "umask"}, {7, "unalias"}, {5, "unset"}, {4, "wait"},
 	};
+	static unsigned char first[256];
 	const char *p, *e;
 	size_t i, n;
 
+	if (!first[0]) {
+		first[0] = 1;
+		for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+			first[(unsigned char)words[i].w[0]] = 1;
+	}
 	if (strpbrk(cmd, "|&;<>()$`\\\"'*?[]#~\n"))
 		return 1;
 	for (p = cmd; isblank_(*p); p++)
@@ -380,8 +391,10 @@ cfgneedshell(const char *cmd)
 		if (*e == '=')
 			return 1;
 	n = e - p;
+	if (!n || n > 8 || !first[(unsigned char)*p])
+		return 0;
 	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-		if (strlen(words[i]) == n && !memcmp(words[i], p, n))
+		if ((size_t)words[i].len == n && words[i].w[0] == *p && !memcmp(words[i].w, p, n))
 			return 1;
 	return 0;
 }

@@ -5,20 +5,28 @@
 
 int dagcount[NSTATES];
 
-static int *heap;	/* ready nodes, best first */
+/* ready nodes, best first: a binary heap keyed by priority, then the
+ * longest remaining path, then file order */
+struct entry {
+	long long key;
+	int n;
+};
+
+static struct entry *heap;
 static int nheap, capheap;
 
-/* does a start before b? */
-static int
-before(int a, int b)
+static long long
+key(int n)
 {
-	const struct node *x = &nodes[a], *y = &nodes[b];
+	long w = nodes[n].weight < 0x7fffffff ? nodes[n].weight : 0x7fffffff;
 
-	if (x->priority != y->priority)
-		return x->priority > y->priority;
-	if (x->weight != y->weight)
-		return x->weight > y->weight;
-	return a < b;
+	return (long long)nodes[n].priority * 0x100000000LL + w;
+}
+
+static int
+before(const struct entry *a, const struct entry *b)
+{
+	return a->key != b->key ? a->key > b->key : a->n < b->n;
 }
 
 static void
@@ -32,29 +40,33 @@ setstate(int n, int s)
 void
 dagpush(int n)
 {
+	struct entry e;
 	int i, p;
 
 	if (nheap == capheap)
 		heap = xrealloc(heap, (capheap = capheap ? capheap * 2 : 1024) * sizeof(*heap));
 	setstate(n, SREADY);
-	for (i = nheap++; i > 0 && before(n, heap[p = (i - 1) / 2]); i = p)
+	e.key = key(n);
+	e.n = n;
+	for (i = nheap++; i > 0 && before(&e, &heap[p = (i - 1) / 2]); i = p)
 		heap[i] = heap[p];
-	heap[i] = n;
+	heap[i] = e;
 }
 
 int
 dagpop(void)
 {
-	int top, last, i, c;
+	struct entry last;
+	int top, i, c;
 
 	if (!nheap)
 		return -1;
-	top = heap[0];
+	top = heap[0].n;
 	last = heap[--nheap];
 	for (i = 0; (c = 2 * i + 1) < nheap; i = c) {
-		if (c + 1 < nheap && before(heap[c + 1], heap[c]))
+		if (c + 1 < nheap && before(&heap[c + 1], &heap[c]))
 			c++;
-		if (!before(heap[c], last))
+		if (!before(&heap[c], &last))
 			break;
 		heap[i] = heap[c];
 	}

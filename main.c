@@ -178,7 +178,10 @@ dryrun(void)
 	dagstart();
 	while ((n = dagpop()) >= 0) {
 		cmdexpand(n, 1, &buf, &cap);
-		printf("%s\t%s\n", nodes[n].name, buf);
+		fputs(nodes[n].name, stdout);
+		putchar('\t');
+		fputs(buf, stdout);
+		putchar('\n');
 		dagdone(n, SOK, NULL);
 	}
 	free(buf);
