@@ -612,8 +612,12 @@ readvars(char *buf, size_t len)
 	while (nextline(&lx, &s, &n, &line)) {
 		trim(&s, &n);
 		if (n && *s == '[') {
-			invars = n >= 6 && !strncmp(s, "[vars", 5) &&
-			    (s[5] == ']' || isblank_(s[5]));
+			k = s + 1;
+			kn = n - 1;
+			if (kn && k[kn - 1] == ']')
+				kn--;
+			trim(&k, &kn);
+			invars = kn == 4 && !memcmp(k, "vars", 4);
 			continue;
 		}
 		if (!invars || !keyvalue(s, n, line, &k, &kn, &val, &vn))

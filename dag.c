@@ -14,6 +14,7 @@ struct entry {
 
 static struct entry *heap;
 static int nheap, capheap;
+static int *topo;	/* every node, prerequisites first */
 
 static long long
 key(int n)
@@ -206,7 +207,6 @@ int
 dagbuild(char **msg)
 {
 	int *order, *left, i, j, n, head = 0, tail = 0, line;
-	long w;
 
 	if ((line = resolve(msg)))
 		return line;
@@ -224,18 +224,30 @@ dagbuild(char **msg)
 	}
 	if (tail < nnodes)
 		return cycle(left, msg);
-	/* longest remaining path, counted in nodes */
+	free(left);
+	topo = order;
+	return 0;
+}
+
+/* longest remaining path among the selected nodes, counted in nodes */
+static void
+weigh(void)
+{
+	int i, j, n, m;
+	long w;
+
 	for (i = nnodes - 1; i >= 0; i--) {
-		n = order[i];
+		n = topo[i];
+		if (!nodes[n].want)
+			continue;
 		w = 0;
-		for (j = 0; j < nodes[n].npost; j++)
-			if (nodes[nodes[n].post[j]].weight > w)
-				w = nodes[nodes[n].post[j]].weight;
+		for (j = 0; j < nodes[n].npost; j++) {
+			m = nodes[n].post[j];
+			if (nodes[m].want && nodes[m].weight > w)
+				w = nodes[m].weight;
+		}
 		nodes[n].weight = w + 1;
 	}
-	free(order);
-	free(left);
-	return 0;
 }
 
 int
@@ -286,6 +298,7 @@ dagstart(void)
 {
 	int i;
 
+	weigh();
 	for (i = 0; i < nnodes; i++) {
 		if (!nodes[i].want)
 			continue;

@@ -62,6 +62,7 @@ struct node {
 	unsigned char want;	/* selected by the targets */
 	unsigned char direct;	/* cmd needs no shell */
 	unsigned char failed;	/* ended badly, allowed or not */
+	unsigned char stale;	/* logs/NAME.out (1), .err (2) left by a run before */
 };
 
 struct config {

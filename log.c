@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -49,6 +50,35 @@ openlog(const char *name)
 	return f;
 }
 
+/* which nodes have logs from an earlier run, so that a job that prints
+ * nothing leaves no stale file, without an unlink per job */
+static void
+findstale(const char *dir)
+{
+	struct dirent *e;
+	char name[4096];
+	size_t n;
+	DIR *d;
+	int k;
+
+	if (!(d = opendir(dir)))
+		return;
+	while ((e = readdir(d))) {
+		n = strlen(e->d_name);
+		if (n < 5 || n >= sizeof(name) || e->d_name[n - 4] != '.')
+			continue;
+		memcpy(name, e->d_name, n - 4);
+		name[n - 4] = 0;
+		if ((k = cfgfind(name)) < 0)
+			continue;
+		if (!strcmp(e->d_name + n - 3, "out"))
+			nodes[k].stale |= 1;
+		else if (!strcmp(e->d_name + n - 3, "err"))
+			nodes[k].stale |= 2;
+	}
+	closedir(d);
+}
+
 void
 logopen(const char *dir)
 {
@@ -59,6 +89,7 @@ logopen(const char *dir)
 	snprintf(path, sizeof(path), "%s/logs", dir);
 	if (mkdir(path, 0777) < 0 && errno != EEXIST)
 		fatal("%s:", path);
+	findstale(path);
 	snprintf(path, sizeof(path), "%s/journal", dir);
 	journal = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
 	if (journal < 0)

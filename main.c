@@ -128,7 +128,7 @@ wall(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void
+static NORETURN void
 usage(void)
 {
 	fprintf(stderr, "usage: %s [-cgknqvx] [-C dir] [-D name=value] [-f file] "
@@ -200,7 +200,8 @@ main(int argc, char **argv)
 		argv0 = strrchr(argv[0], '/');
 		argv0 = argv0 ? argv0 + 1 : argv[0];
 	}
-	while ((opt = getopt(argc, argv, "cgknqvxC:D:f:j:hV")) != -1) {
+	opterr = 0;
+	while ((opt = getopt(argc, argv, ":cgknqvxC:D:f:j:hV")) != -1) {
 		switch (opt) {
 		case 'c': check = 1; break;
 		case 'g': graph = 1; break;
@@ -225,7 +226,12 @@ main(int argc, char **argv)
 		case 'V':
 			printf("dagrun %s\n", VERSION);
 			return EXOK;
-		case 'h':
+		case ':':
+			warn("option -%c needs a value", optopt);
+			usage();
+		case '?':
+			warn("unknown option -%c", optopt);
+			usage();
 		default:
 			usage();
 		}
@@ -245,7 +251,7 @@ main(int argc, char **argv)
 		fatal("unknown node '%s'", argv[optind + bad]);
 	if (check) {
 		if (!quiet)
-			printf("%s: ok, %d nodes\n", file, dagtotal());
+			printf("%s: ok, %d node%s\n", file, dagtotal(), dagtotal() == 1 ? "" : "s");
 		return EXOK;
 	}
 	if (chdir(cfg.dir) < 0)

@@ -663,8 +663,11 @@ jobstart(int n)
 	j->bol[0] = j->bol[1] = 1;
 	fcntl(out[0], F_SETFL, O_NONBLOCK);
 	fcntl(err[0], F_SETFL, O_NONBLOCK);
-	unlink(logpath(n, 1));
-	unlink(logpath(n, 2));
+	if (nodes[n].stale & 1)
+		unlink(logpath(n, 1));
+	if (nodes[n].stale & 2)
+		unlink(logpath(n, 2));
+	nodes[n].stale = 0;
 	argv = jobargv(n, 1, &b);
 	envp = jobenv(j);
 	if (cfg.verbose)
@@ -746,8 +749,9 @@ reap(void)
 		j = run[i];
 		run[i] = run[--nrun];
 		run[i]->slot = i;
-		drain(j, 0);
-		drain(j, 1);
+		for (i = 0; i < 2; i++)
+			if (j->fd[i] >= 0)
+				drain(j, i);
 		status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
 		blocked = 0;
 		jobfinish(j, status, &ru);
@@ -761,7 +765,7 @@ onsignals(void)
 	unsigned char c[64];
 	int sig, i;
 
-	while (read(selfpipe[0], c, sizeof(c)) > 0)
+	while (read(selfpipe[0], c, sizeof(c)) == sizeof(c))
 		;
 	for (sig = 1; sig < 65; sig++) {
 		if (caught[sig] == seen[sig])
