@@ -229,13 +229,21 @@ dagbuild(char **msg)
 	return 0;
 }
 
-/* longest remaining path among the selected nodes, counted in nodes */
+/* longest remaining path among the selected nodes, in milliseconds of
+ * earlier runs; a node never timed counts as the mean of those that were */
 static void
 weigh(void)
 {
-	int i, j, n, m;
+	int i, j, n, m, known = 0;
+	double sum = 0, mean;
 	long w;
 
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].want && nodes[i].cost > 0) {
+			sum += nodes[i].cost;
+			known++;
+		}
+	mean = known ? sum / known : 1;
 	for (i = nnodes - 1; i >= 0; i--) {
 		n = topo[i];
 		if (!nodes[n].want)
@@ -246,7 +254,7 @@ weigh(void)
 			if (nodes[m].want && nodes[m].weight > w)
 				w = nodes[m].weight;
 		}
-		nodes[n].weight = w + 1;
+		nodes[n].weight = w + 1 + (long)(1000 * (nodes[n].cost > 0 ? nodes[n].cost : mean));
 	}
 }
 

@@ -56,7 +56,8 @@ struct node {
 	int line;		/* of the section header */
 	int priority;
 	int pending;		/* prerequisites not yet done */
-	long weight;		/* longest path to the end of the graph */
+	long weight;		/* longest path to the end of the graph, ms */
+	float cost;		/* seconds an earlier run took, 0 unknown */
 	unsigned char state;
 	unsigned char allowfail;
 	unsigned char want;	/* selected by the targets */
@@ -156,6 +157,8 @@ struct jobinfo {
 	int allowed;		/* failure allowed */
 };
 void logopen(const char *statedir);
+/* durations of earlier runs into node costs */
+void loghistory(const char *statedir);
 void logclose(void);
 void logstart(int node, int attempt, long pid, const char *cmd);
 void logend(const struct jobinfo *);

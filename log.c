@@ -270,6 +270,7 @@ logend(const struct jobinfo *j)
 	    j->start, j->end, dur, j->status, j->cpu, j->maxrss);
 	dirty = 1;
 	if (j->state == SOK) {
+		nodes[j->node].cost = dur > 0.0005 ? dur : 0.0005;
 		loginfo("%s ok in %.3fs", name, dur);
 		if (!tty && !cfg.quiet)
 			printf("ok %.2fs %s\n", dur, name);
@@ -380,11 +381,60 @@ logoutput(int node, int fd, const char *buf, size_t len, int *bol)
 	}
 }
 
+/* state_dir/history: NAME<TAB>seconds of its last success, one a line */
+void
+loghistory(const char *dir)
+{
+	char path[4096], *line = NULL, *tab;
+	size_t cap = 0;
+	ssize_t n;
+	FILE *f;
+	int k;
+
+	snprintf(path, sizeof(path), "%s/history", dir);
+	if (!(f = fopen(path, "r")))
+		return;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] != '\n' || !(tab = strchr(line, '\t')))
+			continue;	/* torn or foreign */
+		*tab = 0;
+		if ((k = cfgfind(line)) >= 0 && nodes[k].cost <= 0)
+			nodes[k].cost = strtof(tab + 1, NULL);
+	}
+	free(line);
+	fclose(f);
+}
+
+/* rewrite the history: this run's durations over the earlier ones */
+static void
+savehistory(void)
+{
+	char path[4096], tmp[4096];
+	FILE *f;
+	int i, fd;
+
+	snprintf(path, sizeof(path), "%s/history", statedir);
+	snprintf(tmp, sizeof(tmp), "%s/history.tmp", statedir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0 || !(f = fdopen(fd, "w"))) {
+		warn("%s:", tmp);
+		return;
+	}
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].cost > 0)
+			fprintf(f, "%s\t%.3f\n", nodes[i].name, nodes[i].cost);
+	if (fclose(f) != 0 || rename(tmp, path) < 0) {
+		warn("%s:", path);
+		unlink(tmp);
+	}
+}
+
 void
 logclose(void)
 {
 	fflush(stdout);
 	if (fflush(mainlog) || fflush(errlog) || fflush(benchlog))
 		warn("%s: writing logs:", statedir);
+	savehistory();
 	dirty = 0;
 }

@@ -261,6 +261,7 @@ main(int argc, char **argv)
 		return EXOK;
 	}
 	if (dry) {
+		loghistory(cfg.statedir);
 		dryrun();
 		return fflush(stdout) ? EXFAIL : EXOK;
 	}

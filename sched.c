@@ -848,6 +848,7 @@ schedrun(void)
 	envsetup();
 	fdlimit();
 	logopen(cfg.statedir);
+	loghistory(cfg.statedir);
 	sigsetup();
 	pfds = xmalloc((cappfd = 64) * sizeof(*pfds));
 	powner = xmalloc(cappfd * sizeof(*powner));
