@@ -50,7 +50,7 @@ check-asan: dagrun-asan
 # valgrind slows dagrun itself; the tests marked heavy are left to the others
 check-valgrind: dagrun
 	DAGRUN=$$PWD/dagrun DAGRUN_WRAP="valgrind -q --error-exitcode=99 \
-		--leak-check=full --errors-for-leak-kinds=definite" \
+		--leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite" \
 		./t/pytest -q -m "not heavy" t
 
 install: dagrun

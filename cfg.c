@@ -341,7 +341,8 @@ duration(const char *key, const char *v, int line)
 
 	errno = 0;
 	x = strtod(v, &end);
-	if (!errno && end != v && x >= 0 && (*v >= '0' && *v <= '9'))
+	if (!errno && end != v && (size_t)(end - v) == strspn(v, "0123456789.") &&
+	    *v >= '0' && *v <= '9')
 		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
 			if (!strcmp(end, units[i].u))
 				return x * units[i].f;

@@ -115,6 +115,9 @@ resolve(char **msg)
 				if ((m = cfgfind(t)) < 0) {
 					*msg = arena(strlen(t) + strlen(nodes[i].name) + 64);
 					sprintf(*msg, "node '%s' depends on unknown node '%s'", nodes[i].name, t);
+					free(edges);
+					free(stamp);
+					free(off);
 					return d->line;
 				}
 				if (stamp[m] == i)
@@ -222,8 +225,12 @@ dagbuild(char **msg)
 			if (!--left[nodes[n].post[j]])
 				order[tail++] = nodes[n].post[j];
 	}
-	if (tail < nnodes)
-		return cycle(left, msg);
+	if (tail < nnodes) {
+		line = cycle(left, msg);
+		free(order);
+		free(left);
+		return line;
+	}
 	free(left);
 	topo = order;
 	return 0;

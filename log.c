@@ -310,7 +310,11 @@ void
 logrunstart(int total)
 {
 	record("run\t%ld\t%d", (long)getpid(), total);
-	loginfo("run started: %d jobs, at most %d at once, pid %ld", total, cfg.jobs, (long)getpid());
+	if (cfg.jobs)
+		loginfo("run started: %d jobs, at most %d at once, pid %ld", total, cfg.jobs,
+		    (long)getpid());
+	else
+		loginfo("run started: %d jobs, no fixed limit, pid %ld", total, (long)getpid());
 }
 
 void

@@ -129,11 +129,11 @@ wall(void)
 }
 
 static NORETURN void
-usage(void)
+usage(FILE *f)
 {
-	fprintf(stderr, "usage: %s [-cgknqvx] [-C dir] [-D name=value] [-f file] "
+	fprintf(f, "usage: %s [-cgknqvx] [-C dir] [-D name=value] [-f file] "
 	    "[-j jobs] [node ...]\n", argv0);
-	exit(EXUSAGE);
+	exit(f == stdout ? EXOK : EXUSAGE);
 }
 
 static int
@@ -196,10 +196,6 @@ main(int argc, char **argv)
 	int quiet = 0, verbose = 0, line, bad;
 	char *msg, *eq;
 
-	if (argv[0] && *argv[0]) {
-		argv0 = strrchr(argv[0], '/');
-		argv0 = argv0 ? argv0 + 1 : argv[0];
-	}
 	opterr = 0;
 	while ((opt = getopt(argc, argv, ":cgknqvxC:D:f:j:hV")) != -1) {
 		switch (opt) {
@@ -226,14 +222,14 @@ main(int argc, char **argv)
 		case 'V':
 			printf("dagrun %s\n", VERSION);
 			return EXOK;
+		case 'h':
+			usage(stdout);
 		case ':':
 			warn("option -%c needs a value", optopt);
-			usage();
-		case '?':
-			warn("unknown option -%c", optopt);
-			usage();
+			usage(stderr);
 		default:
-			usage();
+			warn("unknown option -%c", optopt);
+			usage(stderr);
 		}
 	}
 	if (dir && chdir(dir) < 0)

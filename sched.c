@@ -2,6 +2,9 @@
 #define _GNU_SOURCE
 #include <sys/types.h>
 #include <sys/resource.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -21,12 +24,21 @@
 
 extern char **environ;
 
+/*
+ * A job's stdout and stderr go to the files of a lane: one pair per job in
+ * flight, reused while jobs write nothing.  When a job that wrote ends, its
+ * lane files are renamed to logs/NAME.out and .err and the lane gets fresh
+ * ones: no pipe to read, no wake-up per output, no file made per silent job.
+ */
+struct lane {
+	int fd[2];
+};
+
 struct job {
 	int node, attempt;
 	pid_t pid;
-	int fd[2];	/* read ends of the stdout and stderr pipes, -1 closed */
-	int pi[2];	/* their places in pfds */
-	int log[2];	/* log files, opened at the first byte */
+	int lane;
+	off_t shown[2];	/* -v: bytes already on the console */
 	int bol[2];	/* -v: at the beginning of a line */
 	int killed;	/* we signalled it */
 	int slot;	/* place in run */
@@ -37,9 +49,10 @@ struct job {
 
 static struct job **run, *freejobs;
 static int nrun, caprun;
-static struct pollfd *pfds;
-static struct job **powner;
-static int npfd, cappfd;
+static struct lane *lanes;
+static int nlanes, *freelanes, nfreelanes;
+static pid_t *linger;	/* process groups of cancelled jobs that outlive them */
+static int nlinger, caplinger;
 static int selfpipe[2] = {-1, -1}, devnull = -1;
 static volatile sig_atomic_t caught[65];
 static int stopping;	/* start nothing new */
@@ -48,6 +61,7 @@ static int paused;	/* SIGUSR1 */
 static int blocked;	/* out of processes or descriptors until a job ends */
 static int nbad;	/* failures that count against the run */
 static double killat;	/* when SIGKILL follows SIGTERM, 0 none */
+static double lingerend;	/* stop waiting for killed groups */
 static char **baseenv;	/* environ without our own variables */
 static int nbaseenv;
 static char *stateabs;	/* absolute state_dir for DAGRUN_STATE_DIR */
@@ -218,7 +232,8 @@ jobenv(struct job *j)
 			env[e++] = baseenv[i];
 	}
 	for (k = 0; k < n->nenv; k++)
-		env[e++] = n->env[k];
+		if (!ourvar(n->env[k]))
+			env[e++] = n->env[k];
 	snprintf(node, sizeof(node), "DAGRUN_NODE=%s", n->name);
 	snprintf(job, sizeof(job), "DAGRUN_JOB=%s", n->name);
 	snprintf(attempt, sizeof(attempt), "DAGRUN_ATTEMPT=%d", j->attempt);
@@ -323,41 +338,74 @@ cmdexpand(int n, int attempt, char **out, size_t *cap)
 	*cap = b.cap;
 }
 
-/* where PATH finds prog; cached, since most graphs run few programs */
+/* the PATH a node sets, or NULL */
 static const char *
-findprog(const char *prog, int *err, int fresh)
+nodepath(int n)
+{
+	int k;
+
+	for (k = 0; k < nodes[n].nenv; k++)
+		if (!strncmp(nodes[n].env[k], "PATH=", 5))
+			return nodes[n].env[k] + 5;
+	return NULL;
+}
+
+/* an executable file at full, or the reason why not */
+static int
+runnable(const char *full)
+{
+	struct stat st;
+
+	if (stat(full, &st) < 0)
+		return errno == ENOENT || errno == ENOTDIR ? ENOENT : errno;
+	if (!S_ISREG(st.st_mode) || access(full, X_OK) < 0)
+		return EACCES;
+	return 0;
+}
+
+/* where PATH finds prog, as execvp would; cached, since most graphs run
+ * few programs; fresh: do not trust the cache */
+static const char *
+findprog(const char *prog, const char *path, int cwdok, int *err, int fresh)
 {
 	static struct { char *name, *path; } *cache;
 	static int ncache, capcache;
-	const char *path, *p, *e;
+	const char *p, *e;
 	char full[PATH_MAX];
-	struct stat st;
-	int i, why = ENOENT;
+	int i = ncache, why = ENOENT, r, cacheable = !path && (cwdok || prog[0] == '/');
 
-	if (strchr(prog, '/'))
-		return prog;
-	for (i = 0; i < ncache; i++)
-		if (!strcmp(cache[i].name, prog))
-			break;
+	if (!cacheable && strchr(prog, '/'))
+		return prog;	/* relative to a job's own directory: exec decides */
+	if (cacheable)
+		for (i = 0; i < ncache; i++)
+			if (!strcmp(cache[i].name, prog))
+				break;
 	if (i < ncache && !fresh)
 		return cache[i].path;
-	if (!(path = getenv("PATH")) || !*path)
-		path = "/usr/local/bin:/bin:/usr/bin";
-	for (p = path; ; p = e + 1) {
-		e = strchr(p, ':');
-		if (!e)
-			e = p + strlen(p);
-		snprintf(full, sizeof(full), "%.*s%s%s", (int)(e - p), p, e > p ? "/" : "", prog);
-		if (stat(full, &st) == 0 && S_ISREG(st.st_mode)) {
-			if (access(full, X_OK) == 0)
-				break;
-			why = EACCES;
-		}
-		if (!*e) {
-			*err = why;
+	if (strchr(prog, '/')) {
+		if ((*err = runnable(prog)))
 			return NULL;
+		snprintf(full, sizeof(full), "%s", prog);
+	} else {
+		if (!path && !(path = getenv("PATH")))
+			path = "/usr/local/bin:/bin:/usr/bin";
+		for (p = path; ; p = e + 1) {
+			e = strchr(p, ':');
+			if (!e)
+				e = p + strlen(p);
+			snprintf(full, sizeof(full), "%.*s%s%s", (int)(e - p), p, e > p ? "/" : "", prog);
+			if (!(r = runnable(full)))
+				break;
+			if (r != ENOENT)
+				why = r;
+			if (!*e) {
+				*err = why;
+				return NULL;
+			}
 		}
 	}
+	if (!cacheable)
+		return xstrdup(full);
 	if (i == ncache) {
 		if (ncache == capcache)
 			cache = xrealloc(cache, (capcache = capcache ? capcache * 2 : 16) * sizeof(*cache));
@@ -416,86 +464,104 @@ jobargv(int node, int attempt, struct buf *b)
 	return argv;
 }
 
-static void
-pfdadd(struct job *j, int which)
+static char *
+lanepath(int k, int which)
 {
-	if (npfd == cappfd) {
-		cappfd = cappfd ? cappfd * 2 : 64;
-		pfds = xrealloc(pfds, cappfd * sizeof(*pfds));
-		powner = xrealloc(powner, cappfd * sizeof(*powner));
-	}
-	pfds[npfd].fd = j->fd[which];
-	pfds[npfd].events = POLLIN;
-	pfds[npfd].revents = 0;
-	powner[npfd] = j;
-	j->pi[which] = npfd++;
+	static char path[2][4096];
+
+	snprintf(path[which], sizeof(path[0]), "%s/logs/.lane~%d.%s", cfg.statedir, k,
+	    which ? "err" : "out");
+	return path[which];
 }
 
-static void
-pfddel(struct job *j, int which)
-{
-	int i = j->pi[which];
-	struct job *o;
-
-	npfd--;
-	if (i != npfd) {
-		pfds[i] = pfds[npfd];
-		o = powner[i] = powner[npfd];
-		o->pi[o->fd[0] == pfds[i].fd ? 0 : 1] = i;
-	}
-	j->pi[which] = -1;
-}
-
-/* copy what the job wrote into its log (and, with -v, the console) */
 static int
-drain(struct job *j, int which)
+laneopen(int k, int which)
 {
-	char buf[16384], *path;
-	ssize_t r;
+	int fd = open(lanepath(k, which), O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
 
-	for (;;) {
-		r = read(j->fd[which], buf, sizeof(buf));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r == 0 || errno != EAGAIN;
-		if (j->log[which] < 0) {
-			path = logpath(j->node, which + 1);
-			j->log[which] = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-			if (j->log[which] < 0)
-				logerror("%s: %s", path, strerror(errno));
-		}
-		if (j->log[which] >= 0 && write(j->log[which], buf, r) != r)
-			logerror("%s: %s", logpath(j->node, which + 1), strerror(errno));
-		if (cfg.verbose)
-			logoutput(j->node, which + 1, buf, r, &j->bol[which]);
-		if ((size_t)r < sizeof(buf))
-			return 0;
+	lanes[k].fd[which] = fd;
+	return fd;
+}
+
+/* a lane with both files open, or -1 (errno set) */
+static int
+laneget(void)
+{
+	int k;
+
+	if (nfreelanes) {
+		k = freelanes[--nfreelanes];
+	} else {
+		lanes = xrealloc(lanes, (nlanes + 1) * sizeof(*lanes));
+		freelanes = xrealloc(freelanes, (nlanes + 1) * sizeof(*freelanes));
+		k = nlanes++;
+		lanes[k].fd[0] = lanes[k].fd[1] = -1;
 	}
+	if ((lanes[k].fd[0] < 0 && laneopen(k, 0) < 0) ||
+	    (lanes[k].fd[1] < 0 && laneopen(k, 1) < 0)) {
+		freelanes[nfreelanes++] = k;
+		return -1;
+	}
+	return k;
+}
+
+/* -v: what the job wrote since last time, tagged, on the console */
+static void
+show(struct job *j, int which)
+{
+	char buf[16384];
+	ssize_t r;
+	int fd = lanes[j->lane].fd[which];
+
+	while ((r = pread(fd, buf, sizeof(buf), j->shown[which])) > 0) {
+		logoutput(j->node, which + 1, buf, r, &j->bol[which]);
+		j->shown[which] += r;
+	}
+}
+
+/* give the job's output its name, and the lane back */
+static void
+lanedone(struct job *j)
+{
+	struct stat st;
+	int w, k = j->lane;
+	char *path;
+
+	for (w = 0; w < 2; w++) {
+		if (cfg.verbose)
+			show(j, w);
+		if (fstat(lanes[k].fd[w], &st) < 0 || st.st_size == 0)
+			continue;
+		path = logpath(j->node, w + 1);
+		if (rename(lanepath(k, w), path) < 0)
+			logerror("%s: %s", path, strerror(errno));
+		close(lanes[k].fd[w]);
+		if (laneopen(k, w) < 0)
+			logerror("%s: %s", lanepath(k, w), strerror(errno));
+	}
+	freelanes[nfreelanes++] = k;
 }
 
 static void
-closestream(struct job *j, int which)
+laneclose(void)
 {
-	if (j->fd[which] >= 0) {
-		if (j->pi[which] >= 0)
-			pfddel(j, which);
-		close(j->fd[which]);
-		j->fd[which] = -1;
-	}
-	if (j->log[which] >= 0) {
-		close(j->log[which]);
-		j->log[which] = -1;
-	}
+	int k, w;
+
+	for (k = 0; k < nlanes; k++)
+		for (w = 0; w < 2; w++)
+			if (lanes[k].fd[w] >= 0) {
+				close(lanes[k].fd[w]);
+				unlink(lanepath(k, w));
+			}
 }
 
-/* a message from dagrun itself into the job's stderr log */
+/* a message from dagrun itself into the job's stderr */
 static void
 jobmsg(struct job *j, const char *fmt, ...)
 {
-	char msg[PATH_MAX + 256], *path = logpath(j->node, 2);
+	char msg[PATH_MAX + 256];
 	va_list ap;
-	int fd, n;
+	int n;
 
 	n = snprintf(msg, sizeof(msg), "%s: %s: ", argv0, nodes[j->node].name);
 	va_start(ap, fmt);
@@ -504,12 +570,8 @@ jobmsg(struct job *j, const char *fmt, ...)
 	if ((size_t)n >= sizeof(msg) - 1)
 		n = sizeof(msg) - 2;
 	msg[n++] = '\n';
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return;
-	if (write(fd, msg, n) != n)
-		logerror("%s: %s", path, strerror(errno));
-	close(fd);
+	if (write(lanes[j->lane].fd[1], msg, n) != n)
+		logerror("%s: %s", lanepath(j->lane, 1), strerror(errno));
 }
 
 static void
@@ -527,12 +589,16 @@ killall(int sig)
 		kill(-run[i]->pid, sig);
 		run[i]->killed = 1;
 	}
+	for (i = 0; i < nlinger; i++)
+		kill(-linger[i], sig);
 	if (sig == SIGTERM && cfg.killgrace > 0)
 		killat = mono() + cfg.killgrace;
 	else if (sig == SIGTERM)
 		killall(SIGKILL);
-	else
+	else {
 		killat = 0;
+		lingerend = mono() + 1;	/* zombies nobody reaps must not hold us */
+	}
 }
 
 static void
@@ -548,9 +614,14 @@ jobfinish(struct job *j, int status, const struct rusage *ru)
 	struct jobinfo ji;
 	int n = j->node, s;
 
-	closestream(j, 0);
-	closestream(j, 1);
-	s = status == 0 ? SOK : j->killed ? SCANCELLED : SFAILED;
+	lanedone(j);
+	/* the rest of a signalled group gets its SIGKILL too */
+	if (j->killed && j->pid > 0 && kill(-j->pid, 0) == 0) {
+		if (nlinger == caplinger)
+			linger = xrealloc(linger, (caplinger = 2 * caplinger + 8) * sizeof(*linger));
+		linger[nlinger++] = j->pid;
+	}
+	s = j->killed ? SCANCELLED : status == 0 ? SOK : SFAILED;
 	memset(&ji, 0, sizeof(ji));
 	ji.node = n;
 	ji.state = s;
@@ -581,8 +652,9 @@ jobfinish(struct job *j, int status, const struct rusage *ru)
 /* fork and exec for what posix_spawn cannot do (a working directory);
  * an exec failure comes back through a close-on-exec pipe */
 static pid_t
-forkexec(struct job *j, const char *path, char **argv, char **envp, int out, int err)
+forkexec(struct job *j, const char *path, char **argv, char **envp)
 {
+	int out = lanes[j->lane].fd[0], err = lanes[j->lane].fd[1];
 	const char *dir = nodes[j->node].dir;
 	int alive[2], e[2] = {0, 0};
 	ssize_t r;
@@ -629,26 +701,42 @@ forkexec(struct job *j, const char *path, char **argv, char **envp, int out, int
 	return pid;
 }
 
+/* posix_spawn into the job's own process group; 0 or an errno */
+static int
+spawn(struct job *j, const char *path, char **argv, char **envp)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none;
+	int e;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
+	posix_spawn_file_actions_adddup2(&fa, lanes[j->lane].fd[0], 1);
+	posix_spawn_file_actions_adddup2(&fa, lanes[j->lane].fd[1], 2);
+	posix_spawnattr_init(&at);
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+	e = posix_spawn(&j->pid, path, &fa, &at, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	return e;
+}
+
 /* start node n; 0 started or finished at once, -1 retry later */
 static int
 jobstart(int n)
 {
 	static struct buf b, shown;
-	struct job *j;
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	int out[2], err[2], e = 0, i;
-	const char *path;
+	const char *path, *pathenv = nodepath(n);
 	char **argv, **envp;
-	sigset_t none;
+	struct job *j;
+	int e = 0, lane;
 
-	if (mkpipe(out) < 0)
+	if ((lane = laneget()) < 0)
 		return -1;
-	if (mkpipe(err) < 0) {
-		close(out[0]);
-		close(out[1]);
-		return -1;
-	}
 	if ((j = freejobs))
 		freejobs = j->next;
 	else
@@ -656,13 +744,8 @@ jobstart(int n)
 	memset(j, 0, sizeof(*j));
 	j->node = n;
 	j->attempt = 1;
-	j->fd[0] = out[0];
-	j->fd[1] = err[0];
-	j->log[0] = j->log[1] = -1;
-	j->pi[0] = j->pi[1] = -1;
+	j->lane = lane;
 	j->bol[0] = j->bol[1] = 1;
-	fcntl(out[0], F_SETFL, O_NONBLOCK);
-	fcntl(err[0], F_SETFL, O_NONBLOCK);
 	if (nodes[n].stale & 1)
 		unlink(logpath(n, 1));
 	if (nodes[n].stale & 2)
@@ -674,43 +757,23 @@ jobstart(int n)
 		cmdexpand(n, 1, &shown.s, &shown.cap);
 	j->t0 = mono();
 	j->start = wall();
-	path = findprog(argv[0], &e, 0);
-	if (nodes[n].dir) {
-		j->pid = forkexec(j, path ? path : argv[0], argv, envp, out[1], err[1]);
+	path = findprog(argv[0], pathenv, !nodes[n].dir, &e, 0);
+	if (path && nodes[n].dir) {
+		j->pid = forkexec(j, path, argv, envp);
 		e = j->pid < 0 ? errno : 0;
 	} else if (path) {
-		posix_spawn_file_actions_init(&fa);
-		posix_spawn_file_actions_adddup2(&fa, devnull, 0);
-		posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-		posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-		posix_spawnattr_init(&at);
-		sigemptyset(&none);
-		posix_spawnattr_setsigmask(&at, &none);
-		posix_spawnattr_setpgroup(&at, 0);
-		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-		for (i = 0; i < 2; i++) {
-			e = posix_spawn(&j->pid, path, &fa, &at, argv, envp);
-			if (e != ENOENT || i || !(path = findprog(argv[0], &e, 1)))
-				break;
-		}
-		posix_spawn_file_actions_destroy(&fa);
-		posix_spawnattr_destroy(&at);
+		e = spawn(j, path, argv, envp);
+		if (e == ENOENT && (path = findprog(argv[0], pathenv, 1, &e, 1)))
+			e = spawn(j, path, argv, envp);
 	}
-	close(out[1]);
-	close(err[1]);
 	if (e == EAGAIN || e == ENOMEM || e == EMFILE || e == ENFILE) {
-		close(out[0]);
-		close(err[0]);
+		freelanes[nfreelanes++] = lane;
 		j->next = freejobs;
 		freejobs = j;
 		errno = e;
 		return -1;
 	}
-	if (nrun == caprun)
-		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
-	if (e || !path) {
-		if (!e)
-			e = ENOENT;
+	if (e) {
 		if (e == ENOENT)
 			jobmsg(j, "%s: command not found", argv[0]);
 		else
@@ -720,8 +783,8 @@ jobstart(int n)
 		jobfinish(j, e == ENOENT ? 127 : 126, NULL);
 		return 0;
 	}
-	pfdadd(j, 0);
-	pfdadd(j, 1);
+	if (nrun == caprun)
+		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
 	j->slot = nrun;
 	run[nrun++] = j;
 	logstart(n, 1, j->pid, shown.s);
@@ -745,17 +808,27 @@ reap(void)
 		for (i = 0; i < nrun && run[i]->pid != pid; i++)
 			;
 		if (i == nrun)
-			continue;
+			continue;	/* an orphan we adopted as subreaper */
 		j = run[i];
 		run[i] = run[--nrun];
 		run[i]->slot = i;
-		for (i = 0; i < 2; i++)
-			if (j->fd[i] >= 0)
-				drain(j, i);
 		status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
 		blocked = 0;
 		jobfinish(j, status, &ru);
 	}
+}
+
+/* forget the lingering groups that are gone */
+static void
+prune(void)
+{
+	int i;
+
+	for (i = 0; i < nlinger; )
+		if (kill(-linger[i], 0) < 0 && errno == ESRCH)
+			linger[i] = linger[--nlinger];
+		else
+			i++;
 }
 
 static void
@@ -833,11 +906,31 @@ status(void)
 	logstatus(nrun, nrun ? run[o]->node : -1, nrun ? mono() - run[o]->t0 : 0);
 }
 
+/* how long poll may sleep: until the next timer, or -1 for ever */
+static int
+nextwake(void)
+{
+	double t = 1e9, now = mono();
+
+	if (killat)
+		t = killat > now ? killat - now : 0;
+	if (nlinger && t > 0.05)
+		t = 0.05;
+	if (cfg.verbose && nrun && t > 0.1)
+		t = 0.1;	/* live output, read from the lane files */
+	if (logdirty() && t > 0.5)
+		t = 0.5;
+	if (nrun && logtty() && t > 1)
+		t = 1;
+	return t == 1e9 ? -1 : (int)(t * 1000) + 1;
+}
+
 int
 schedrun(void)
 {
-	double t0 = mono(), now;
-	int timeout, r, i, code;
+	double t0 = mono();
+	struct pollfd pfd;
+	int i, code;
 
 	if (lockacquire(cfg.statedir) < 0)
 		return EXLOCK;
@@ -850,46 +943,38 @@ schedrun(void)
 	logopen(cfg.statedir);
 	loghistory(cfg.statedir);
 	sigsetup();
-	pfds = xmalloc((cappfd = 64) * sizeof(*pfds));
-	powner = xmalloc(cappfd * sizeof(*powner));
-	pfds[0].fd = selfpipe[0];
-	pfds[0].events = POLLIN;
-	powner[0] = NULL;
-	npfd = 1;
+#if defined(__linux__)
+	/* orphaned grandchildren come to us, so a group's end can be seen */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+#endif
+	pfd.fd = selfpipe[0];
+	pfd.events = POLLIN;
 	dagstart();
 	logrunstart(dagtotal());
 	for (;;) {
 		launch();
-		if (!nrun && (stopping || !dagnready()))
-			break;
+		if (!nrun && (stopping || !dagnready())) {
+			prune();
+			if (!nlinger || (!killat && mono() >= lingerend))
+				break;
+		}
 		status();
 		logflush();
-		now = mono();
-		timeout = -1;
-		if (killat)
-			timeout = killat <= now ? 0 : (int)((killat - now) * 1000) + 1;
-		if (logdirty() && (timeout < 0 || timeout > 500))
-			timeout = 500;
-		if (nrun && logtty() && (timeout < 0 || timeout > 1000))
-			timeout = 1000;
-		r = poll(pfds, npfd, timeout);
-		if (r < 0 && errno != EINTR)
-			fatal("poll:");
-		if (r > 0) {
-			for (i = npfd - 1; i >= 1; i--) {
-				struct job *j = powner[i];
-				int w = j->pi[0] == i ? 0 : 1;
-				if (pfds[i].revents && drain(j, w))
-					closestream(j, w);
-			}
-		}
-		if (r > 0 && pfds[0].revents) {
+		if (poll(&pfd, 1, nextwake()) > 0) {
 			onsignals();
 			reap();
 		}
+		if (cfg.verbose)
+			for (i = 0; i < nrun; i++) {
+				show(run[i], 0);
+				show(run[i], 1);
+			}
+		if (nlinger)
+			prune();
 		if (killat && mono() >= killat)
 			killall(SIGKILL);
 	}
+	laneclose();
 	if (stopping)
 		dagcancel(SCANCELLED, onskip);
 	code = termsig ? 128 + termsig : nbad || dagcount[SSKIPPED] || dagcount[SCANCELLED] ? EXFAIL : EXOK;

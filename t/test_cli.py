@@ -300,7 +300,7 @@ def test_bad_j(dr, bad):
 
 def test_h_prints_usage(dr):
     r = dr.run("-h", ini=DIAMOND)
-    assert (r.returncode, r.stdout, r.stderr) == (2, "", USAGE)
+    assert (r.returncode, r.stdout, r.stderr) == (0, USAGE, "")
     assert_untouched(dr, r)
 
 
