@@ -80,27 +80,36 @@ readfile(const char *file, size_t *len)
 	return buf;
 }
 
+/* one physical line, without its newline and a carriage return */
+static char *
+physline(struct lexer *lx, size_t *len)
+{
+	char *b = lx->p, *e;
+
+	e = memchr(b, '\n', lx->end - b);
+	if (!e)
+		e = lx->end;
+	lx->p = e < lx->end ? e + 1 : e;
+	*len = e - b;
+	if (*len && b[*len - 1] == '\r')
+		--*len;
+	return b;
+}
+
 /* the next logical line (continuations joined) in *s, *n; 0 at the end */
 static int
 nextline(struct lexer *lx, char **s, size_t *n, int *line)
 {
 	static char *scratch;
 	static size_t scap;
-	char *b, *e, *w;
+	char *b, *w;
 	size_t len, wn;
 	int more;
 
 	if (lx->p >= lx->end)
 		return 0;
 	*line = ++lx->line;
-	b = lx->p;
-	e = memchr(b, '\n', lx->end - b);
-	if (!e)
-		e = lx->end;
-	lx->p = e < lx->end ? e + 1 : e;
-	len = e - b;
-	if (len && b[len - 1] == '\r')
-		len--;
+	b = physline(lx, &len);
 	if (!len || b[len - 1] != '\\') {
 		*s = b;
 		*n = len;
@@ -120,14 +129,7 @@ nextline(struct lexer *lx, char **s, size_t *n, int *line)
 		if (lx->p >= lx->end)
 			break;
 		lx->line++;
-		b = lx->p;
-		e = memchr(b, '\n', lx->end - b);
-		if (!e)
-			e = lx->end;
-		lx->p = e < lx->end ? e + 1 : e;
-		len = e - b;
-		if (len && b[len - 1] == '\r')
-			len--;
+		b = physline(lx, &len);
 		more = len && b[len - 1] == '\\';
 		if (more)
 			len--;

@@ -32,6 +32,8 @@ extern char **environ;
  */
 struct lane {
 	int fd[2];
+	int fafd[2];	/* the fds fa was made for, -1 none */
+	posix_spawn_file_actions_t fa;
 };
 
 struct job {
@@ -41,7 +43,6 @@ struct job {
 	off_t shown[2];	/* -v: bytes already on the console */
 	int bol[2];	/* -v: at the beginning of a line */
 	int killed;	/* we signalled it */
-	int slot;	/* place in run */
 	double t0;	/* monotonic start */
 	double start;	/* wall clock start */
 	struct job *next;	/* free list */
@@ -496,6 +497,7 @@ laneget(void)
 		freelanes = xrealloc(freelanes, (nlanes + 1) * sizeof(*freelanes));
 		k = nlanes++;
 		lanes[k].fd[0] = lanes[k].fd[1] = -1;
+		lanes[k].fafd[0] = lanes[k].fafd[1] = -1;
 	}
 	if ((lanes[k].fd[0] < 0 && laneopen(k, 0) < 0) ||
 	    (lanes[k].fd[1] < 0 && laneopen(k, 1) < 0)) {
@@ -701,28 +703,35 @@ forkexec(struct job *j, const char *path, char **argv, char **envp)
 	return pid;
 }
 
-/* posix_spawn into the job's own process group; 0 or an errno */
+/* posix_spawn into the job's own process group; 0 or an errno; the
+ * attributes and each lane's file actions are made once */
 static int
 spawn(struct job *j, const char *path, char **argv, char **envp)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
+	static posix_spawnattr_t at;
+	static int haveat;
+	struct lane *l = &lanes[j->lane];
 	sigset_t none;
-	int e;
 
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
-	posix_spawn_file_actions_adddup2(&fa, lanes[j->lane].fd[0], 1);
-	posix_spawn_file_actions_adddup2(&fa, lanes[j->lane].fd[1], 2);
-	posix_spawnattr_init(&at);
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setpgroup(&at, 0);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-	e = posix_spawn(&j->pid, path, &fa, &at, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
-	return e;
+	if (!haveat) {
+		posix_spawnattr_init(&at);
+		sigemptyset(&none);
+		posix_spawnattr_setsigmask(&at, &none);
+		posix_spawnattr_setpgroup(&at, 0);
+		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+		haveat = 1;
+	}
+	if (l->fafd[0] != l->fd[0] || l->fafd[1] != l->fd[1]) {
+		if (l->fafd[0] >= 0)
+			posix_spawn_file_actions_destroy(&l->fa);
+		posix_spawn_file_actions_init(&l->fa);
+		posix_spawn_file_actions_adddup2(&l->fa, devnull, 0);
+		posix_spawn_file_actions_adddup2(&l->fa, l->fd[0], 1);
+		posix_spawn_file_actions_adddup2(&l->fa, l->fd[1], 2);
+		l->fafd[0] = l->fd[0];
+		l->fafd[1] = l->fd[1];
+	}
+	return posix_spawn(&j->pid, path, &l->fa, &at, argv, envp);
 }
 
 /* start node n; 0 started or finished at once, -1 retry later */
@@ -785,7 +794,6 @@ jobstart(int n)
 	}
 	if (nrun == caprun)
 		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
-	j->slot = nrun;
 	run[nrun++] = j;
 	logstart(n, 1, j->pid, shown.s);
 	return 0;
@@ -811,7 +819,6 @@ reap(void)
 			continue;	/* an orphan we adopted as subreaper */
 		j = run[i];
 		run[i] = run[--nrun];
-		run[i]->slot = i;
 		status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
 		blocked = 0;
 		jobfinish(j, status, &ru);
