@@ -14,7 +14,7 @@ import pytest
 import conftest
 
 PY = sys.executable
-NAME = os.path.basename(conftest.BIN)   # dagrun's argv0 in its messages
+NAME = "dagrun"   # the name dagrun gives itself in its messages
 
 # One helper for the jobs, written into each test's directory.
 #   --log F       append "start JOB t" first and "end JOB t" last (O_APPEND)
