@@ -31,6 +31,7 @@ enum section {
 	SECNONE,
 	SECVARS,
 	SECRUN,
+	SECRES,
 	SECNODE,
 };
 
@@ -351,6 +352,55 @@ duration(const char *key, const char *v, int line)
 	cfgerror(line, "%s: expected a duration (number with ms, s, m, h or d), got '%s'", key, v);
 }
 
+static long long
+size(const char *key, const char *v, int line)
+{
+	static const char units[] = "KMGT";
+	const char *u;
+	char *end;
+	double x;
+	int i;
+
+	errno = 0;
+	x = strtod(v, &end);
+	if (!errno && end != v && (size_t)(end - v) == strspn(v, "0123456789.") &&
+	    *v >= '0' && *v <= '9' && (!*end || (end[1] == 0 && (u = strchr(units, *end))))) {
+		if (*end)
+			for (i = 0; i <= u - units; i++)
+				x *= 1024;
+		if (x < 9e18)
+			return (long long)x;
+	}
+	cfgerror(line, "%s: expected a size (bytes, or a number with K, M, G or T), got '%s'", key, v);
+}
+
+static double
+percent(const char *key, const char *v, int line)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(v, &end);
+	if (errno || end == v || *end || (size_t)(end - v) != strspn(v, "0123456789.") ||
+	    x <= 0 || x > 100)
+		cfgerror(line, "%s: expected a percentage above 0 and up to 100, got '%s'", key, v);
+	return x;
+}
+
+static double
+decimal(const char *key, const char *v, int line)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(v, &end);
+	if (errno || end == v || *end || (size_t)(end - v) != strspn(v, "0123456789.") || x <= 0)
+		cfgerror(line, "%s: expected a number above 0, got '%s'", key, v);
+	return x;
+}
+
 static int
 boolean(const char *key, const char *v, int line)
 {
@@ -441,7 +491,7 @@ runkey(const char *key, char *v, int line)
 {
 	static unsigned seen;
 	static const char *const keys[] = {
-		"jobs", "on_failure", "state_dir", "shell", "kill_grace",
+		"jobs", "on_failure", "state_dir", "shell", "kill_grace", "deadline",
 	};
 	unsigned i;
 
@@ -480,6 +530,50 @@ runkey(const char *key, char *v, int line)
 	case 4:
 		cfg.killgrace = duration(key, v, line);
 		break;
+	case 5:
+		if ((cfg.deadline = duration(key, v, line)) <= 0)
+			cfgerror(line, "deadline: expected a duration above 0");
+		break;
+	}
+}
+
+static void
+reskey(const char *key, char *v, int line)
+{
+	static unsigned seen;
+	static const char *const keys[] = {
+		"cpu_percent", "memory_percent", "disk_free", "disk_path", "load_avg_1m",
+		"memory_suspend_percent", "poll", "wait_timeout", "cpu_pressure",
+		"memory_pressure",
+	};
+	unsigned i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!strcmp(key, keys[i]))
+			break;
+	if (i == sizeof(keys) / sizeof(keys[0]))
+		cfgerror(line, "unknown key '%s' in [resources]", key);
+	if (seen & 1u << i)
+		cfgerror(line, "duplicate key '%s' in [resources]", key);
+	seen |= 1u << i;
+	switch (i) {
+	case 0: cfg.cpupct = percent(key, v, line); break;
+	case 1: cfg.mempct = percent(key, v, line); break;
+	case 2: cfg.diskfree = size(key, v, line); break;
+	case 3:
+		if (!*v)
+			cfgerror(line, "disk_path: expected a path");
+		cfg.diskpath = v;
+		break;
+	case 4: cfg.loadmax = decimal(key, v, line); break;
+	case 5: cfg.suspendpct = percent(key, v, line); break;
+	case 6:
+		if ((cfg.poll = duration(key, v, line)) < 0.01)
+			cfgerror(line, "poll: expected at least 10ms");
+		break;
+	case 7: cfg.waittimeout = duration(key, v, line); break;
+	case 8: cfg.cpupress = percent(key, v, line); break;
+	case 9: cfg.mempress = percent(key, v, line); break;
 	}
 }
 
@@ -487,7 +581,7 @@ static void
 nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 {
 	static const char *const keys[] = {
-		"cmd", "after", "dir", "env", "shell", "priority", "allow_failure",
+		"cmd", "after", "dir", "env", "shell", "priority", "allow_failure", "cpus", "mem",
 	};
 	struct dep *d;
 	unsigned i;
@@ -541,6 +635,13 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 	case 6:
 		n->allowfail = boolean(key, v, line);
 		break;
+	case 7:
+		n->cpus = decimal(key, v, line);
+		break;
+	case 8:
+		if (!(n->mem = size(key, v, line)))
+			cfgerror(line, "mem: expected a size above 0");
+		break;
 	}
 }
 
@@ -568,6 +669,8 @@ header(char *s, size_t n, int line, char **name)
 		return SECVARS;
 	if (wn == 3 && !memcmp(s, "run", 3) && !n)
 		return SECRUN;
+	if (wn == 9 && !memcmp(s, "resources", 9) && !n)
+		return SECRES;
 	if (wn == 4 && !memcmp(s, "node", 4)) {
 		for (e = w; e < w + n; e++)
 			if (isblank_(*e))
@@ -655,6 +758,10 @@ cfgparse(const char *file, struct var *d)
 	cfg.statedir = ".dagrun";
 	cfg.shell = "/bin/sh";
 	cfg.killgrace = 10;
+	cfg.cpupct = cfg.mempct = cfg.loadmax = cfg.suspendpct = -1;
+	cfg.cpupress = cfg.mempress = -1;
+	cfg.diskfree = -1;
+	cfg.poll = 1;
 	defs = d;
 	buf = readfile(file, &len);
 	readvars(buf, len);
@@ -682,6 +789,9 @@ cfgparse(const char *file, struct var *d)
 			break;
 		case SECRUN:
 			runkey(k, value(v, vn, line), line);
+			break;
+		case SECRES:
+			reskey(k, value(v, vn, line), line);
 			break;
 		case SECNODE:
 			nodekey(&nodes[cur], &seen, k, value(v, vn, line), line);

@@ -370,6 +370,12 @@ dagdone(int n, int s, void (*skipped)(int))
 }
 
 void
+dagmark(int n, int s)
+{
+	setstate(n, s);
+}
+
+void
 dagcancel(int s, void (*cb)(int))
 {
 	int i;

@@ -22,6 +22,7 @@ enum state {
 	SWAITING,
 	SREADY,
 	SRUNNING,
+	SSUSPENDED,
 	SOK,
 	SFAILED,
 	STIMEOUT,
@@ -54,6 +55,8 @@ struct node {
 	int npre, npost;
 	int nenv;
 	int line;		/* of the section header */
+	double cpus;		/* declared CPUs, 0 none */
+	long long mem;		/* declared bytes, 0 none */
 	int priority;
 	int pending;		/* prerequisites not yet done */
 	long weight;		/* longest path to the end of the graph, ms */
@@ -74,7 +77,14 @@ struct config {
 	int jobs;		/* -1: not set */
 	int onfail;
 	double killgrace;	/* seconds */
+	double deadline;	/* seconds for the whole run, 0 none */
 	int quiet, verbose;
+	/* [resources]: launch gates, each < 0 when not set */
+	double cpupct, mempct, loadmax, suspendpct, cpupress, mempress;
+	long long diskfree;
+	char *diskpath;		/* NULL: the state directory */
+	double poll;		/* seconds between checks while waiting */
+	double waittimeout;	/* give up waiting, 0 never */
 };
 
 struct var {
@@ -129,6 +139,8 @@ void dagpush(int);
 /* n ended in state s; dependents become ready or, on failure, skipped,
  * reported through the callback */
 void dagdone(int n, int s, void (*skipped)(int));
+/* a running node is now in state s (running or suspended) */
+void dagmark(int n, int s);
 /* mark every selected node still waiting or ready as s, reported */
 void dagcancel(int s, void (*cb)(int));
 /* count of selected nodes per state */
@@ -139,6 +151,19 @@ extern int dagcount[NSTATES];
 int rescpus(void);
 /* root prefix for /proc and /sys reads (testing aid) */
 const char *resroot(void);
+/* memory in use and the limit it counts against (RAM, or a lower cgroup
+ * memory.max), bytes; -1 unknown */
+int resmem(long long *used, long long *limit);
+/* cumulative busy and total CPU ticks; -1 unknown */
+int rescputicks(long long *busy, long long *total);
+/* 1-minute load average and runnable tasks (-1 unknown); -1 unknown */
+int resload(double *l1, int *runnable);
+/* PSI "some avg10" percent for "cpu" or "memory"; -1 unknown */
+double respressure(const char *what);
+/* bytes free to unprivileged users on path's file system; -1 unknown */
+long long resdiskfree(const char *path);
+/* resident bytes of process pid; -1 unknown */
+long long resrss(long pid);
 
 /* lock.c */
 /* hold dir/lock for the life of the process; returns fd or exits 3 */
@@ -168,7 +193,9 @@ void logerror(const char *, ...);
 void logrunstart(int total);
 void logrunend(int status, double secs);
 /* redraw the status line: nrun running, the oldest node for elapsed s */
-void logstatus(int nrun, int node, double elapsed);
+void logstatus(int nrun, int node, double elapsed, const char *waiting);
+/* a job was stopped (on) or continued for memory at pct */
+void logsuspend(int node, int on, double pct);
 void logoutput(int node, int fd, const char *buf, size_t len, int *bol);
 /* flush stdout, and the logs at most twice a second */
 void logflush(void);

@@ -13,7 +13,8 @@
 #include "dagrun.h"
 
 static const char *const statename[NSTATES] = {
-	"waiting", "ready", "running", "ok", "failed", "timeout", "cancelled", "skipped",
+	"waiting", "ready", "running", "suspended", "ok", "failed", "timeout", "cancelled",
+	"skipped",
 };
 
 static const char *statedir;
@@ -296,6 +297,19 @@ logend(const struct jobinfo *j)
 }
 
 void
+logsuspend(int node, int on, double pct)
+{
+	const char *name = nodes[node].name;
+
+	record("%s\t%s", on ? "suspend" : "resume", name);
+	loginfo("%s %s: memory at %.0f%%", on ? "suspended" : "resumed", name, pct);
+	if (!cfg.quiet) {
+		unshow();
+		printf("%s %s (memory %.0f%%)\n", on ? "suspended" : "resumed", name, pct);
+	}
+}
+
+void
 logskip(int node)
 {
 	const char *name = nodes[node].name, *state = statename[nodes[node].state];
@@ -336,7 +350,7 @@ logrunend(int status, double secs)
 }
 
 void
-logstatus(int nrun, int node, double elapsed)
+logstatus(int nrun, int node, double elapsed, const char *waiting)
 {
 	char line[512];
 	int cols = 80, n, done = 0, s;
@@ -355,6 +369,10 @@ logstatus(int nrun, int node, double elapsed)
 	if (nrun)
 		n += snprintf(line + n, sizeof(line) - n, " %d running: %s %.0fs", nrun,
 		    nodes[node].name, elapsed);
+	if (waiting && n < (int)sizeof(line))
+		n += snprintf(line + n, sizeof(line) - n, "; waiting: %s", waiting);
+	if (n >= (int)sizeof(line))
+		n = sizeof(line) - 1;
 	if (n > cols - 1)
 		n = cols - 1;
 	if (n < 0)

@@ -132,7 +132,7 @@ static NORETURN void
 usage(FILE *f)
 {
 	fprintf(f, "usage: %s [-cgknqvx] [-C dir] [-D name=value] [-f file] "
-	    "[-j jobs] [node ...]\n", argv0);
+	    "[-j jobs] [-l load] [node ...]\n", argv0);
 	exit(f == stdout ? EXOK : EXUSAGE);
 }
 
@@ -147,6 +147,19 @@ number(const char *s, const char *what)
 	if (errno || end == s || *end || v < 0 || v > INT_MAX)
 		fatal("%s: expected a whole number >= 0, got '%s'", what, s);
 	return (int)v;
+}
+
+static double
+loadarg(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || (size_t)(end - s) != strspn(s, "0123456789.") || v <= 0)
+		fatal("-l: expected a load average above 0, got '%s'", s);
+	return v;
 }
 
 /* -g: the selected graph in Graphviz DOT */
@@ -194,10 +207,11 @@ main(int argc, char **argv)
 	const char *file = "dagrun.ini", *dir = NULL;
 	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1;
 	int quiet = 0, verbose = 0, line, bad;
+	double load = -1;
 	char *msg, *eq;
 
 	opterr = 0;
-	while ((opt = getopt(argc, argv, ":cgknqvxC:D:f:j:hV")) != -1) {
+	while ((opt = getopt(argc, argv, ":cgknqvxC:D:f:j:l:hV")) != -1) {
 		switch (opt) {
 		case 'c': check = 1; break;
 		case 'g': graph = 1; break;
@@ -209,6 +223,7 @@ main(int argc, char **argv)
 		case 'C': dir = optarg; break;
 		case 'f': file = optarg; break;
 		case 'j': jobs = number(optarg, "-j"); break;
+		case 'l': load = loadarg(optarg); break;
 		case 'D':
 			eq = strchr(optarg, '=');
 			if (!eq || eq == optarg)
@@ -239,6 +254,8 @@ main(int argc, char **argv)
 		cfg.jobs = jobs;
 	if (onfail >= 0)
 		cfg.onfail = onfail;
+	if (load >= 0)
+		cfg.loadmax = load;
 	cfg.quiet = quiet;
 	cfg.verbose = verbose;
 	if ((line = dagbuild(&msg)))

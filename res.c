@@ -3,6 +3,13 @@
 #include <sched.h>
 #endif
 #define _POSIX_C_SOURCE 200809L
+#if defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
+    defined(__DragonFly__) || defined(__APPLE__)
+#define BSD_SYSCTL 1
+#include <sys/types.h>
+#include <sys/sysctl.h>
+#endif
+#include <sys/statvfs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -106,4 +113,189 @@ rescpus(void)
 		n = q;
 #endif
 	return n > 0 ? (int)n : 1;
+}
+
+/* the first number after key in a "key value" text, or -1 */
+static long long
+field(const char *text, const char *key)
+{
+	const char *p = text;
+	size_t n = strlen(key);
+
+	while ((p = strstr(p, key))) {
+		if ((p == text || p[-1] == '\n') && (p[n] == ':' || p[n] == ' ' || p[n] == '='))
+			return strtoll(p + n + 1 + strspn(p + n + 1, " \t"), NULL, 10);
+		p += n;
+	}
+	return -1;
+}
+
+#if defined(__linux__)
+/* memory.max and memory.current of our cgroup, if it has a limit */
+static int
+cgroupmem(long long *used, long long *limit)
+{
+	char buf[4096], path[4096], val[64], *p, *nl;
+
+	if (readsys("/proc/self/cgroup", buf, sizeof(buf)) < 0)
+		return -1;
+	for (p = buf; p && strncmp(p, "0::", 3); p = strchr(p, '\n'), p = p ? p + 1 : p)
+		;
+	if (!p)
+		return -1;
+	p += 3;
+	if ((nl = strchr(p, '\n')))
+		*nl = 0;
+	if (!strcmp(p, "/"))
+		p = "";
+	snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", p);
+	if (readsys(path, val, sizeof(val)) <= 0 || !strncmp(val, "max", 3))
+		return -1;
+	*limit = strtoll(val, NULL, 10);
+	snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", p);
+	if (readsys(path, val, sizeof(val)) <= 0)
+		return -1;
+	*used = strtoll(val, NULL, 10);
+	return *limit > 0 ? 0 : -1;
+}
+#endif
+
+int
+resmem(long long *used, long long *limit)
+{
+#if defined(__linux__)
+	char buf[8192];
+	long long total, avail, cu, cl;
+
+	if (readsys("/proc/meminfo", buf, sizeof(buf)) <= 0)
+		return -1;
+	total = field(buf, "MemTotal");
+	avail = field(buf, "MemAvailable");
+	if (total <= 0 || avail < 0)
+		return -1;
+	*limit = total * 1024;
+	*used = (total - avail) * 1024;
+	if (cgroupmem(&cu, &cl) == 0 && cl < *limit) {
+		*limit = cl;
+		*used = cu;
+	}
+	return 0;
+#elif defined(BSD_SYSCTL) && defined(__FreeBSD__)
+	unsigned long long phys;
+	unsigned int freep, inact, pg;
+	size_t n;
+
+	n = sizeof(phys);
+	if (sysctlbyname("hw.physmem", &phys, &n, NULL, 0) < 0)
+		return -1;
+	n = sizeof(freep);
+	if (sysctlbyname("vm.stats.vm.v_free_count", &freep, &n, NULL, 0) < 0 ||
+	    sysctlbyname("vm.stats.vm.v_inactive_count", &inact, &n, NULL, 0) < 0 ||
+	    sysctlbyname("vm.stats.vm.v_page_size", &pg, &n, NULL, 0) < 0)
+		return -1;
+	*limit = (long long)phys;
+	*used = *limit - ((long long)freep + inact) * pg;
+	return 0;
+#else
+	(void)used;
+	(void)limit;
+	return -1;
+#endif
+}
+
+/* cumulative busy and total CPU ticks */
+int
+rescputicks(long long *busy, long long *total)
+{
+#if defined(__linux__)
+	char buf[512];
+	long long v[8] = {0};
+
+	if (readsys("/proc/stat", buf, sizeof(buf)) <= 0 || strncmp(buf, "cpu ", 4) ||
+	    sscanf(buf + 4, "%lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2],
+	    &v[3], &v[4], &v[5], &v[6], &v[7]) < 4)
+		return -1;
+	/* user nice system idle iowait irq softirq steal */
+	*total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+	*busy = *total - v[3] - v[4];
+	return 0;
+#elif defined(BSD_SYSCTL) && defined(__FreeBSD__)
+	long t[5];
+	size_t n = sizeof(t);
+
+	if (sysctlbyname("kern.cp_time", t, &n, NULL, 0) < 0)
+		return -1;
+	/* user nice sys intr idle */
+	*total = t[0] + t[1] + t[2] + t[3] + t[4];
+	*busy = *total - t[4];
+	return 0;
+#else
+	(void)busy;
+	(void)total;
+	return -1;
+#endif
+}
+
+int
+resload(double *l1, int *runnable)
+{
+#if defined(__linux__)
+	char buf[256];
+
+	if (readsys("/proc/loadavg", buf, sizeof(buf)) <= 0 ||
+	    sscanf(buf, "%lf %*f %*f %d/", l1, runnable) != 2)
+		return -1;
+	return 0;
+#elif defined(BSD_SYSCTL)
+	*runnable = -1;
+	return getloadavg(l1, 1) == 1 ? 0 : -1;
+#else
+	(void)l1;
+	(void)runnable;
+	return -1;
+#endif
+}
+
+double
+respressure(const char *what)
+{
+#if defined(__linux__)
+	char path[64], buf[512], *p;
+
+	snprintf(path, sizeof(path), "/proc/pressure/%s", what);
+	if (readsys(path, buf, sizeof(buf)) <= 0 || strncmp(buf, "some ", 5) ||
+	    !(p = strstr(buf, "avg10=")))
+		return -1;
+	return strtod(p + 6, NULL);
+#else
+	(void)what;
+	return -1;
+#endif
+}
+
+long long
+resdiskfree(const char *path)
+{
+	struct statvfs sv;
+
+	if (statvfs(path, &sv) < 0)
+		return -1;
+	return (long long)sv.f_bavail * (long long)sv.f_frsize;
+}
+
+long long
+resrss(long pid)
+{
+#if defined(__linux__)
+	char path[64], buf[128];
+	long long pages;
+
+	snprintf(path, sizeof(path), "/proc/%ld/statm", pid);
+	if (readsys(path, buf, sizeof(buf)) <= 0 || sscanf(buf, "%*d %lld", &pages) != 1)
+		return -1;
+	return pages * sysconf(_SC_PAGESIZE);
+#else
+	(void)pid;
+	return -1;
+#endif
 }

@@ -43,6 +43,9 @@ struct job {
 	off_t shown[2];	/* -v: bytes already on the console */
 	int bol[2];	/* -v: at the beginning of a line */
 	int killed;	/* we signalled it */
+	int suspended;	/* stopped for memory */
+	long long rss;	/* measured, for declared memory; when read */
+	double rsst;
 	double t0;	/* monotonic start */
 	double start;	/* wall clock start */
 	struct job *next;	/* free list */
@@ -66,6 +69,27 @@ static double lingerend;	/* stop waiting for killed groups */
 static char **baseenv;	/* environ without our own variables */
 static int nbaseenv;
 static char *stateabs;	/* absolute state_dir for DAGRUN_STATE_DIR */
+static int timedout;	/* the deadline or a resource wait ended the run */
+static double deadlineat;	/* monotonic, 0 none */
+
+/* launch gates: the readings res.c gives, taken at most every 50ms */
+static struct {
+	double t;
+	double cpu;		/* busy % between samples, -1 not yet */
+	long long memused, memlimit, disk;
+	double load, cpupress, mempress;
+	int runnable;
+} rd = {0, -1, 0, 0, 0, 0, 0, 0, 0};
+static int gates;		/* any [resources] limit set */
+static long long cpub0, cput0;	/* the CPU sample the next one is measured from */
+static double cput0t;
+static double loadprev;		/* the last load average seen */
+static int startedsince;	/* jobs started since it last changed */
+static double ncpus, cpusrun;	/* for declared cpus */
+static int nsusp;		/* jobs stopped for memory */
+static double waitsince;	/* launching waits on a gate since, 0 not */
+static double lastwaitlog, nextsuspend;
+static char waitwhy[192];
 
 static void
 onsig(int sig)
@@ -589,6 +613,8 @@ killall(int sig)
 
 	for (i = 0; i < nrun; i++) {
 		kill(-run[i]->pid, sig);
+		if (run[i]->suspended)
+			kill(-run[i]->pid, SIGCONT);	/* a stopped job must see it */
 		run[i]->killed = 1;
 	}
 	for (i = 0; i < nlinger; i++)
@@ -617,6 +643,12 @@ jobfinish(struct job *j, int status, const struct rusage *ru)
 	int n = j->node, s;
 
 	lanedone(j);
+	if (j->pid > 0)
+		cpusrun -= nodes[n].cpus;
+	if (j->suspended) {
+		nsusp--;
+		dagmark(n, SRUNNING);
+	}
 	/* the rest of a signalled group gets its SIGKILL too */
 	if (j->killed && j->pid > 0 && kill(-j->pid, 0) == 0) {
 		if (nlinger == caplinger)
@@ -795,6 +827,8 @@ jobstart(int n)
 	if (nrun == caprun)
 		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
 	run[nrun++] = j;
+	startedsince++;
+	cpusrun += nodes[n].cpus;
 	logstart(n, 1, j->pid, shown.s);
 	return 0;
 }
@@ -873,14 +907,267 @@ onsignals(void)
 	}
 }
 
+static int
+cpusample(long long *b, long long *t)
+{
+	return rescputicks(b, t);
+}
+
+/* read what the configured gates need, at most every 50ms */
+static void
+sample(void)
+{
+	double now = mono();
+	long long b, t;
+
+	if (now - rd.t < 0.05)
+		return;
+	rd.t = now;
+	if (cfg.cpupct > 0 && cpusample(&b, &t) == 0 && now - cput0t >= 0.25) {
+		if (t > cput0)
+			rd.cpu = 100.0 * (b - cpub0) / (t - cput0);
+		cpub0 = b;
+		cput0 = t;
+		cput0t = now;
+	}
+	if (cfg.mempct > 0 || cfg.suspendpct > 0 || cpusrun >= 0)
+		resmem(&rd.memused, &rd.memlimit);
+	if (cfg.diskfree >= 0)
+		rd.disk = resdiskfree(cfg.diskpath ? cfg.diskpath : cfg.statedir);
+	if (cfg.loadmax > 0 && resload(&rd.load, &rd.runnable) == 0 && rd.load != loadprev) {
+		loadprev = rd.load;
+		startedsince = 0;
+	}
+	if (cfg.cpupress > 0)
+		rd.cpupress = respressure("cpu");
+	if (cfg.mempress > 0)
+		rd.mempress = respressure("memory");
+}
+
+static void
+human(char *buf, size_t n, double bytes)
+{
+	static const char u[] = "BKMGT";
+	int i = 0;
+
+	while (bytes >= 1024 && i < 4) {
+		bytes /= 1024;
+		i++;
+	}
+	snprintf(buf, n, i ? "%.1f%c" : "%.0f%c", bytes, u[i]);
+}
+
+/* memory running jobs declared and may still take: declared less measured */
+static long long
+committed(void)
+{
+	long long sum = 0, left;
+	double now = mono();
+	struct job *j;
+	int i;
+
+	for (i = 0; i < nrun; i++) {
+		j = run[i];
+		if (!nodes[j->node].mem)
+			continue;
+		if (now - j->rsst > 0.2) {
+			j->rss = resrss(j->pid);
+			j->rsst = now;
+		}
+		left = nodes[j->node].mem - (j->rss > 0 ? j->rss : 0);
+		if (left > 0)
+			sum += left;
+	}
+	return sum;
+}
+
+/* may node n start now?  If not, waitwhy says which limit holds it */
+static int
+admit(int n)
+{
+	struct node *nd = &nodes[n];
+	double pct, est;
+	long long need;
+	char a[32], b[32];
+
+	if (nsusp) {
+		snprintf(waitwhy, sizeof(waitwhy), "a job is suspended for memory");
+		return 0;
+	}
+	if (!nrun)
+		return 1;	/* one job may always start: a gate never deadlocks */
+	if (nd->cpus > 0 && cpusrun + nd->cpus > ncpus + 1e-9) {
+		snprintf(waitwhy, sizeof(waitwhy), "cpus: %g running + %g > %g", cpusrun,
+		    nd->cpus, ncpus);
+		return 0;
+	}
+	if (!gates && !nd->mem)
+		return 1;
+	sample();
+	if (cfg.cpupct > 0 && rd.cpu >= cfg.cpupct) {
+		snprintf(waitwhy, sizeof(waitwhy), "cpu_percent: %.0f%% >= %g%%", rd.cpu, cfg.cpupct);
+		return 0;
+	}
+	if ((cfg.mempct > 0 || nd->mem) && rd.memlimit > 0) {
+		need = rd.memused + committed() + nd->mem;
+		pct = 100.0 * need / rd.memlimit;
+		if (pct >= (cfg.mempct > 0 ? cfg.mempct : 100)) {
+			human(a, sizeof(a), (double)(need - rd.memused));
+			snprintf(waitwhy, sizeof(waitwhy), "memory_percent: %.0f%% in use%s%s >= %g%%",
+			    100.0 * rd.memused / rd.memlimit, need > rd.memused ? " + declared " : "",
+			    need > rd.memused ? a : "", cfg.mempct > 0 ? cfg.mempct : 100);
+			return 0;
+		}
+	}
+	if (cfg.diskfree >= 0 && rd.disk >= 0 && rd.disk < cfg.diskfree) {
+		human(a, sizeof(a), rd.disk);
+		human(b, sizeof(b), cfg.diskfree);
+		snprintf(waitwhy, sizeof(waitwhy), "disk_free: %s < %s", a, b);
+		return 0;
+	}
+	if (cfg.loadmax > 0) {
+		/* the average lags: add what started since it moved, and take the
+		 * runnable count (less dagrun itself) when that is higher */
+		est = rd.load + startedsince;
+		if (rd.runnable - 1 > est)
+			est = rd.runnable - 1;
+		if (est >= cfg.loadmax) {
+			snprintf(waitwhy, sizeof(waitwhy), "load_avg_1m: %.2f >= %g", est, cfg.loadmax);
+			return 0;
+		}
+	}
+	if (cfg.cpupress > 0 && rd.cpupress >= cfg.cpupress) {
+		snprintf(waitwhy, sizeof(waitwhy), "cpu_pressure: %.1f >= %g", rd.cpupress, cfg.cpupress);
+		return 0;
+	}
+	if (cfg.mempress > 0 && rd.mempress >= cfg.mempress) {
+		snprintf(waitwhy, sizeof(waitwhy), "memory_pressure: %.1f >= %g", rd.mempress,
+		    cfg.mempress);
+		return 0;
+	}
+	return 1;
+}
+
+/* the end of the run for a reason of time: the deadline or a wait */
+static void
+expire(const char *fmt, const char *what)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), fmt, what);
+	logerror("%s", msg);
+	warn("%s", msg);
+	timedout = 1;
+	stop();
+	if (nrun)
+		killall(SIGTERM);
+}
+
+/* launching waits on waitwhy */
+static void
+gatewait(void)
+{
+	double now = mono();
+
+	if (!waitsince)
+		waitsince = now;
+	if (now - lastwaitlog >= cfg.poll) {
+		loginfo("waiting for resources: %s", waitwhy);
+		lastwaitlog = now;
+	}
+	if (cfg.waittimeout > 0 && now - waitsince >= cfg.waittimeout)
+		expire("resource wait timed out: %s", waitwhy);
+}
+
+/* memory_suspend_percent: stop the newest job above it, continue the last
+ * stopped one below memory_percent; one step per poll interval */
+static void
+suspendcheck(void)
+{
+	struct job *j = NULL;
+	double pct, low = cfg.mempct > 0 ? cfg.mempct : cfg.suspendpct;
+	int i;
+
+	if (cfg.suspendpct <= 0 || mono() < nextsuspend || stopping)
+		return;
+	nextsuspend = mono() + cfg.poll;
+	rd.t = 0;
+	sample();
+	if (rd.memlimit <= 0)
+		return;
+	pct = 100.0 * rd.memused / rd.memlimit;
+	if (pct > cfg.suspendpct && nrun - nsusp > 1) {
+		for (i = 0; i < nrun; i++)
+			if (!run[i]->suspended && (!j || run[i]->t0 > j->t0))
+				j = run[i];
+		kill(-j->pid, SIGSTOP);
+		j->suspended = 1;
+		nsusp++;
+		dagmark(j->node, SSUSPENDED);
+		logsuspend(j->node, 1, pct);
+	} else if (nsusp && pct < low) {
+		for (i = 0; i < nrun; i++)
+			if (run[i]->suspended && (!j || run[i]->t0 < j->t0))
+				j = run[i];
+		kill(-j->pid, SIGCONT);
+		j->suspended = 0;
+		nsusp--;
+		dagmark(j->node, SRUNNING);
+		logsuspend(j->node, 0, pct);
+	}
+}
+
+/* refuse a gate that cannot be read here rather than ignore it */
+static void
+gatesetup(void)
+{
+	long long a, b;
+	double d;
+	int i, r;
+
+	gates = cfg.cpupct > 0 || cfg.mempct > 0 || cfg.diskfree >= 0 || cfg.loadmax > 0 ||
+	    cfg.cpupress > 0 || cfg.mempress > 0;
+	ncpus = rescpus();
+	cpusrun = 0;
+	if (cfg.cpupct > 0 && cpusample(&cpub0, &cput0) < 0)
+		fatal("cpu_percent: cannot read the CPU time on this system (%s/proc/stat)", resroot());
+	cput0t = mono();
+	for (i = 0, r = 0; i < nnodes; i++)
+		r |= nodes[i].want && nodes[i].mem;
+	if ((cfg.mempct > 0 || cfg.suspendpct > 0 || r) && resmem(&a, &b) < 0)
+		fatal("%s: cannot read memory use on this system (%s/proc/meminfo)",
+		    cfg.mempct > 0 ? "memory_percent" : cfg.suspendpct > 0 ?
+		    "memory_suspend_percent" : "mem", resroot());
+	if (cfg.diskfree >= 0 && resdiskfree(cfg.diskpath ? cfg.diskpath : cfg.statedir) < 0)
+		fatal("disk_free: cannot read free space of %s:", cfg.diskpath ? cfg.diskpath :
+		    cfg.statedir);
+	if (cfg.loadmax > 0 && resload(&d, &i) < 0)
+		fatal("load_avg_1m: cannot read the load average on this system (%s/proc/loadavg)",
+		    resroot());
+	if (cfg.cpupress > 0 && respressure("cpu") < 0)
+		fatal("cpu_pressure: no pressure information on this system (%s/proc/pressure/cpu)",
+		    resroot());
+	if (cfg.mempress > 0 && respressure("memory") < 0)
+		fatal("memory_pressure: no pressure information on this system "
+		    "(%s/proc/pressure/memory)", resroot());
+}
+
 static void
 launch(void)
 {
 	int n;
 
 	while (!stopping && !paused && !blocked && (!cfg.jobs || nrun < cfg.jobs)) {
-		if ((n = dagpop()) < 0)
+		if ((n = dagpop()) < 0) {
+			waitsince = 0;
 			return;
+		}
+		if (!admit(n)) {
+			dagpush(n);
+			gatewait();
+			return;
+		}
+		waitsince = 0;
 		if (jobstart(n) < 0) {
 			if (!nrun) {
 				/* nothing will free a process or descriptor: give up */
@@ -910,7 +1197,8 @@ status(void)
 	for (i = 1; i < nrun; i++)
 		if (run[i]->t0 < run[o]->t0)
 			o = i;
-	logstatus(nrun, nrun ? run[o]->node : -1, nrun ? mono() - run[o]->t0 : 0);
+	logstatus(nrun, nrun ? run[o]->node : -1, nrun ? mono() - run[o]->t0 : 0,
+	    waitsince ? waitwhy : NULL);
 }
 
 /* how long poll may sleep: until the next timer, or -1 for ever */
@@ -921,6 +1209,10 @@ nextwake(void)
 
 	if (killat)
 		t = killat > now ? killat - now : 0;
+	if (deadlineat && !timedout && t > deadlineat - now)
+		t = deadlineat > now ? deadlineat - now : 0;
+	if ((waitsince || (cfg.suspendpct > 0 && nrun)) && t > cfg.poll)
+		t = cfg.poll;	/* limits are read again even if nothing ends */
 	if (nlinger && t > 0.05)
 		t = 0.05;
 	if (cfg.verbose && nrun && t > 0.1)
@@ -936,6 +1228,7 @@ int
 schedrun(void)
 {
 	double t0 = mono();
+	char deadlinetext[32];
 	struct pollfd pfd;
 	int i, code;
 
@@ -947,6 +1240,7 @@ schedrun(void)
 		fatal("/dev/null:");
 	envsetup();
 	fdlimit();
+	gatesetup();
 	logopen(cfg.statedir);
 	loghistory(cfg.statedir);
 	sigsetup();
@@ -958,6 +1252,10 @@ schedrun(void)
 	pfd.events = POLLIN;
 	dagstart();
 	logrunstart(dagtotal());
+	if (cfg.deadline > 0) {
+		deadlineat = t0 + cfg.deadline;
+		snprintf(deadlinetext, sizeof(deadlinetext), "%gs", cfg.deadline);
+	}
 	for (;;) {
 		launch();
 		if (!nrun && (stopping || !dagnready())) {
@@ -980,11 +1278,15 @@ schedrun(void)
 			prune();
 		if (killat && mono() >= killat)
 			killall(SIGKILL);
+		if (deadlineat && !timedout && mono() >= deadlineat)
+			expire("deadline passed (%s after the start): jobs terminated", deadlinetext);
+		suspendcheck();
 	}
 	laneclose();
 	if (stopping)
 		dagcancel(SCANCELLED, onskip);
-	code = termsig ? 128 + termsig : nbad || dagcount[SSKIPPED] || dagcount[SCANCELLED] ? EXFAIL : EXOK;
+	code = termsig ? 128 + termsig : timedout ? EXTIME :
+	    nbad || dagcount[SSKIPPED] || dagcount[SCANCELLED] ? EXFAIL : EXOK;
 	logrunend(code, mono() - t0);
 	logclose();
 	if (termsig) {

@@ -9,7 +9,7 @@ import pytest
 from conftest import BIN, argv, clean_env
 
 USAGE = ("usage: dagrun [-cgknqvx] [-C dir] [-D name=value] [-f file] "
-         "[-j jobs] [node ...]\n")
+         "[-j jobs] [-l load] [node ...]\n")
 SUMMARY = re.compile(r"^dagrun: (\d+) jobs: (.*) in \d+\.\d\ds$")
 
 
