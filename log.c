@@ -363,7 +363,9 @@ logstatus(int nrun, int node, double elapsed, const char *waiting)
 	for (s = SOK; s < NSTATES; s++)
 		done += dagcount[s];
 	n = snprintf(line, sizeof(line), "[%d/%d]", done, done + dagcount[SWAITING] +
-	    dagcount[SREADY] + dagcount[SRUNNING]);
+	    dagcount[SREADY] + dagcount[SRUNNING] + dagcount[SSUSPENDED]);
+	if (dagcount[SSUSPENDED])
+		n += snprintf(line + n, sizeof(line) - n, " %d suspended,", dagcount[SSUSPENDED]);
 	if (dagcount[SFAILED])
 		n += snprintf(line + n, sizeof(line) - n, " %d failed,", dagcount[SFAILED]);
 	if (nrun)

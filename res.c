@@ -2,12 +2,13 @@
 #define _GNU_SOURCE
 #include <sched.h>
 #endif
-#define _POSIX_C_SOURCE 200809L
 #if defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) || \
     defined(__DragonFly__) || defined(__APPLE__)
 #define BSD_SYSCTL 1
 #include <sys/types.h>
 #include <sys/sysctl.h>
+#else
+#define _POSIX_C_SOURCE 200809L	/* the BSDs hide sysctl and getloadavg under it */
 #endif
 #include <sys/statvfs.h>
 #include <errno.h>
@@ -131,11 +132,14 @@ field(const char *text, const char *key)
 }
 
 #if defined(__linux__)
-/* memory.max and memory.current of our cgroup, if it has a limit */
+/* the tightest cgroup v2 memory.max on the way to the root, with the
+ * memory.current of the cgroup that sets it */
 static int
 cgroupmem(long long *used, long long *limit)
 {
 	char buf[4096], path[4096], val[64], *p, *nl;
+	long long max;
+	int found = 0;
 
 	if (readsys("/proc/self/cgroup", buf, sizeof(buf)) < 0)
 		return -1;
@@ -146,17 +150,22 @@ cgroupmem(long long *used, long long *limit)
 	p += 3;
 	if ((nl = strchr(p, '\n')))
 		*nl = 0;
-	if (!strcmp(p, "/"))
-		p = "";
-	snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", p);
-	if (readsys(path, val, sizeof(val)) <= 0 || !strncmp(val, "max", 3))
-		return -1;
-	*limit = strtoll(val, NULL, 10);
-	snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", p);
-	if (readsys(path, val, sizeof(val)) <= 0)
-		return -1;
-	*used = strtoll(val, NULL, 10);
-	return *limit > 0 ? 0 : -1;
+	while (*p && strcmp(p, "/")) {
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", p);
+		if (readsys(path, val, sizeof(val)) > 0 && strncmp(val, "max", 3) &&
+		    (max = strtoll(val, NULL, 10)) > 0 && (!found || max < *limit)) {
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", p);
+			if (readsys(path, val, sizeof(val)) > 0) {
+				*limit = max;
+				*used = strtoll(val, NULL, 10);
+				found = 1;
+			}
+		}
+		if (!(nl = strrchr(p, '/')) || nl == p)
+			break;
+		*nl = 0;
+	}
+	return found ? 0 : -1;
 }
 #endif
 
@@ -165,7 +174,7 @@ resmem(long long *used, long long *limit)
 {
 #if defined(__linux__)
 	char buf[8192];
-	long long total, avail, cu, cl;
+	long long total, avail, cu = 0, cl = 0;
 
 	if (readsys("/proc/meminfo", buf, sizeof(buf)) <= 0)
 		return -1;
@@ -181,7 +190,7 @@ resmem(long long *used, long long *limit)
 	}
 	return 0;
 #elif defined(BSD_SYSCTL) && defined(__FreeBSD__)
-	unsigned long long phys;
+	unsigned long phys;
 	unsigned int freep, inact, pg;
 	size_t n;
 

@@ -83,7 +83,8 @@ static struct {
 static int gates;		/* any [resources] limit set */
 static long long cpub0, cput0;	/* the CPU sample the next one is measured from */
 static double cput0t;
-static double loadprev;		/* the last load average seen */
+static double loadprev = -1;	/* the last load average seen */
+static int anymem;		/* some selected node declares mem */
 static int startedsince;	/* jobs started since it last changed */
 static double ncpus, cpusrun;	/* for declared cpus */
 static int nsusp;		/* jobs stopped for memory */
@@ -930,13 +931,14 @@ sample(void)
 		cput0 = t;
 		cput0t = now;
 	}
-	if (cfg.mempct > 0 || cfg.suspendpct > 0 || cpusrun >= 0)
+	if (cfg.mempct > 0 || cfg.suspendpct > 0 || anymem)
 		resmem(&rd.memused, &rd.memlimit);
 	if (cfg.diskfree >= 0)
 		rd.disk = resdiskfree(cfg.diskpath ? cfg.diskpath : cfg.statedir);
 	if (cfg.loadmax > 0 && resload(&rd.load, &rd.runnable) == 0 && rd.load != loadprev) {
+		if (loadprev >= 0)
+			startedsince = 0;	/* the kernel averaged again */
 		loadprev = rd.load;
-		startedsince = 0;
 	}
 	if (cfg.cpupress > 0)
 		rd.cpupress = respressure("cpu");
@@ -1013,7 +1015,8 @@ admit(int n)
 		pct = 100.0 * need / rd.memlimit;
 		if (pct >= (cfg.mempct > 0 ? cfg.mempct : 100)) {
 			human(a, sizeof(a), (double)(need - rd.memused));
-			snprintf(waitwhy, sizeof(waitwhy), "memory_percent: %.0f%% in use%s%s >= %g%%",
+			snprintf(waitwhy, sizeof(waitwhy), "%s: %.0f%% in use%s%s >= %g%%",
+			    cfg.mempct > 0 ? "memory_percent" : "mem",
 			    100.0 * rd.memused / rd.memlimit, need > rd.memused ? " + declared " : "",
 			    need > rd.memused ? a : "", cfg.mempct > 0 ? cfg.mempct : 100);
 			return 0;
@@ -1105,7 +1108,8 @@ suspendcheck(void)
 		nsusp++;
 		dagmark(j->node, SSUSPENDED);
 		logsuspend(j->node, 1, pct);
-	} else if (nsusp && pct < low) {
+	} else if (nsusp && (pct < low || nsusp == nrun)) {
+		/* below the mark, or nothing left running to free memory */
 		for (i = 0; i < nrun; i++)
 			if (run[i]->suspended && (!j || run[i]->t0 < j->t0))
 				j = run[i];
@@ -1134,13 +1138,13 @@ gatesetup(void)
 	cput0t = mono();
 	for (i = 0, r = 0; i < nnodes; i++)
 		r |= nodes[i].want && nodes[i].mem;
+	anymem = r;
 	if ((cfg.mempct > 0 || cfg.suspendpct > 0 || r) && resmem(&a, &b) < 0)
 		fatal("%s: cannot read memory use on this system (%s/proc/meminfo)",
 		    cfg.mempct > 0 ? "memory_percent" : cfg.suspendpct > 0 ?
 		    "memory_suspend_percent" : "mem", resroot());
-	if (cfg.diskfree >= 0 && resdiskfree(cfg.diskpath ? cfg.diskpath : cfg.statedir) < 0)
-		fatal("disk_free: cannot read free space of %s:", cfg.diskpath ? cfg.diskpath :
-		    cfg.statedir);
+	if (cfg.diskfree >= 0 && resdiskfree(cfg.diskpath ? cfg.diskpath : ".") < 0)
+		fatal("disk_free: cannot read free space of %s:", cfg.diskpath ? cfg.diskpath : ".");
 	if (cfg.loadmax > 0 && resload(&d, &i) < 0)
 		fatal("load_avg_1m: cannot read the load average on this system (%s/proc/loadavg)",
 		    resroot());
@@ -1232,6 +1236,7 @@ schedrun(void)
 	struct pollfd pfd;
 	int i, code;
 
+	gatesetup();	/* refuse an unreadable gate before touching anything */
 	if (lockacquire(cfg.statedir) < 0)
 		return EXLOCK;
 	closeinherited();
@@ -1240,7 +1245,6 @@ schedrun(void)
 		fatal("/dev/null:");
 	envsetup();
 	fdlimit();
-	gatesetup();
 	logopen(cfg.statedir);
 	loghistory(cfg.statedir);
 	sigsetup();
