@@ -1091,7 +1091,7 @@ suspendcheck(void)
 	double pct, low = cfg.mempct > 0 ? cfg.mempct : cfg.suspendpct;
 	int i;
 
-	if (cfg.suspendpct <= 0 || mono() < nextsuspend || stopping)
+	if (cfg.suspendpct <= 0 || mono() < nextsuspend)
 		return;
 	nextsuspend = mono() + cfg.poll;
 	rd.t = 0;
@@ -1099,7 +1099,7 @@ suspendcheck(void)
 	if (rd.memlimit <= 0)
 		return;
 	pct = 100.0 * rd.memused / rd.memlimit;
-	if (pct > cfg.suspendpct && nrun - nsusp > 1) {
+	if (pct > cfg.suspendpct && nrun - nsusp > 1 && !stopping) {
 		for (i = 0; i < nrun; i++)
 			if (!run[i]->suspended && (!j || run[i]->t0 > j->t0))
 				j = run[i];
@@ -1108,8 +1108,9 @@ suspendcheck(void)
 		nsusp++;
 		dagmark(j->node, SSUSPENDED);
 		logsuspend(j->node, 1, pct);
-	} else if (nsusp && (pct < low || nsusp == nrun)) {
-		/* below the mark, or nothing left running to free memory */
+	} else if (nsusp && (pct < low || nsusp == nrun || stopping)) {
+		/* below the mark, nothing left running to free memory, or the
+		 * run is ending and its running jobs must finish */
 		for (i = 0; i < nrun; i++)
 			if (run[i]->suspended && (!j || run[i]->t0 < j->t0))
 				j = run[i];

@@ -43,5 +43,5 @@ main(int argc, char **argv)
 		nap(grow / 50);
 	}
 	nap(hold);
-	return p[size / 2] == 1 ? 0 : 1;
+	return p[0] == 1 ? 0 : 1;
 }
