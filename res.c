@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "dagrun.h"
 
@@ -132,40 +133,58 @@ field(const char *text, const char *key)
 }
 
 #if defined(__linux__)
-/* the tightest cgroup v2 memory.max on the way to the root, with the
- * memory.current of the cgroup that sets it */
-static int
-cgroupmem(long long *used, long long *limit)
+/* the cgroup with the tightest v2 memory.max on the way to the root, and
+ * that limit; looked for again every few seconds, not at every check */
+static const char *
+cgroupmemdir(long long *limit)
 {
+	static char best[4096];
+	static long long bestmax;
+	static time_t when;
 	char buf[4096], path[4096], val[64], *p, *nl;
 	long long max;
-	int found = 0;
+	time_t now = time(NULL);
 
+	if (when && now - when < 5) {
+		*limit = bestmax;
+		return *best ? best : NULL;
+	}
+	when = now;
+	*best = 0;
 	if (readsys("/proc/self/cgroup", buf, sizeof(buf)) < 0)
-		return -1;
+		return NULL;
 	for (p = buf; p && strncmp(p, "0::", 3); p = strchr(p, '\n'), p = p ? p + 1 : p)
 		;
 	if (!p)
-		return -1;
+		return NULL;
 	p += 3;
 	if ((nl = strchr(p, '\n')))
 		*nl = 0;
 	while (*p && strcmp(p, "/")) {
 		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", p);
 		if (readsys(path, val, sizeof(val)) > 0 && strncmp(val, "max", 3) &&
-		    (max = strtoll(val, NULL, 10)) > 0 && (!found || max < *limit)) {
-			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.current", p);
-			if (readsys(path, val, sizeof(val)) > 0) {
-				*limit = max;
-				*used = strtoll(val, NULL, 10);
-				found = 1;
-			}
+		    (max = strtoll(val, NULL, 10)) > 0 && (!*best || max < bestmax)) {
+			snprintf(best, sizeof(best), "/sys/fs/cgroup%s/memory.current", p);
+			bestmax = max;
 		}
 		if (!(nl = strrchr(p, '/')) || nl == p)
 			break;
 		*nl = 0;
 	}
-	return found ? 0 : -1;
+	*limit = bestmax;
+	return *best ? best : NULL;
+}
+
+static int
+cgroupmem(long long *used, long long *limit)
+{
+	const char *cur = cgroupmemdir(limit);
+	char val[64];
+
+	if (!cur || readsys(cur, val, sizeof(val)) <= 0)
+		return -1;
+	*used = strtoll(val, NULL, 10);
+	return 0;
 }
 #endif
 

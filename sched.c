@@ -85,7 +85,7 @@ static long long cpub0, cput0;	/* the CPU sample the next one is measured from *
 static double cput0t;
 static double loadprev = -1;	/* the last load average seen */
 static int anymem;		/* some selected node declares mem */
-static int startedsince;	/* jobs started since it last changed */
+static double loadmoved;	/* when it last changed (monotonic) */
 static double ncpus, cpusrun;	/* for declared cpus */
 static int nsusp;		/* jobs stopped for memory */
 static double waitsince;	/* launching waits on a gate since, 0 not */
@@ -828,7 +828,6 @@ jobstart(int n)
 	if (nrun == caprun)
 		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
 	run[nrun++] = j;
-	startedsince++;
 	cpusrun += nodes[n].cpus;
 	logstart(n, 1, j->pid, shown.s);
 	return 0;
@@ -937,7 +936,7 @@ sample(void)
 		rd.disk = resdiskfree(cfg.diskpath ? cfg.diskpath : cfg.statedir);
 	if (cfg.loadmax > 0 && resload(&rd.load, &rd.runnable) == 0 && rd.load != loadprev) {
 		if (loadprev >= 0)
-			startedsince = 0;	/* the kernel averaged again */
+			loadmoved = now;	/* the kernel averaged again */
 		loadprev = rd.load;
 	}
 	if (cfg.cpupress > 0)
@@ -989,6 +988,7 @@ admit(int n)
 {
 	struct node *nd = &nodes[n];
 	double pct, est;
+	int i;
 	long long need;
 	char a[32], b[32];
 
@@ -1029,9 +1029,12 @@ admit(int n)
 		return 0;
 	}
 	if (cfg.loadmax > 0) {
-		/* the average lags: add what started since it moved, and take the
-		 * runnable count (less dagrun itself) when that is higher */
-		est = rd.load + startedsince;
+		/* the average lags: add the running jobs that started since it
+		 * last moved, and take the runnable count (less dagrun itself)
+		 * when that is higher */
+		est = rd.load;
+		for (i = 0; i < nrun; i++)
+			est += run[i]->t0 > loadmoved;
 		if (rd.runnable - 1 > est)
 			est = rd.runnable - 1;
 		if (est >= cfg.loadmax) {

@@ -986,3 +986,15 @@ def test_a_held_gate_wakes_once_per_poll_interval_not_more(dr, root, tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(calls) <= took / 0.1 + 10, (took, calls)
     assert len(calls) >= 5, calls
+
+
+def test_load_estimate_counts_only_jobs_still_running(dr, root):
+    """Jobs that already ended add nothing to the load estimate: 12 short jobs
+    two at a time under a limit of 2 never wait, however many have started
+    since the (fixed) load average last moved."""
+    root.loadavg("0.00")
+    ini = "[resources]\nload_avg_1m = 2\npoll = 50ms\n" + "".join(
+        "[node j%d]\ncmd = true\n" % i for i in range(12))
+    r = dr.run("-j", "2", ini=ini, env=root.env())
+    assert r.returncode == 0, r.stderr
+    assert "waiting for resources" not in (dr.path / ".dagrun/main.log").read_text()
