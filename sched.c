@@ -993,7 +993,7 @@ admit(int n)
 	char a[32], b[32];
 
 	if (nsusp) {
-		snprintf(waitwhy, sizeof(waitwhy), "a job is suspended for memory");
+		snprintf(waitwhy, sizeof(waitwhy), "memory_suspend_percent: a job is suspended");
 		return 0;
 	}
 	if (!nrun)

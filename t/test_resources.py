@@ -733,7 +733,7 @@ def test_memory_suspend_stops_the_newest_jobs_and_continues_them(dr, root):
         assert proc_state(pids["x"]) not in ("T", None)
         assert ("suspend", "x") not in events(dr)
         go(dr, "x")
-        dr.wait_for(lambda: "waiting for resources: a job is suspended for memory" in mainlog(dr),
+        dr.wait_for(lambda: "waiting for resources: memory_suspend_percent: a job is suspended" in mainlog(dr),
                     20, "c to wait while jobs are suspended")
         assert "c" not in started(dr)
         root.meminfo(1000000, 900000)                      # 10%
