@@ -907,12 +907,6 @@ onsignals(void)
 	}
 }
 
-static int
-cpusample(long long *b, long long *t)
-{
-	return rescputicks(b, t);
-}
-
 /* read what the configured gates need, at most every 50ms */
 static void
 sample(void)
@@ -923,7 +917,7 @@ sample(void)
 	if (now - rd.t < 0.05)
 		return;
 	rd.t = now;
-	if (cfg.cpupct > 0 && cpusample(&b, &t) == 0 && now - cput0t >= 0.25) {
+	if (cfg.cpupct > 0 && rescputicks(&b, &t) == 0 && now - cput0t >= 0.25) {
 		if (t > cput0)
 			rd.cpu = 100.0 * (b - cpub0) / (t - cput0);
 		cpub0 = b;
@@ -1137,7 +1131,7 @@ gatesetup(void)
 	    cfg.cpupress > 0 || cfg.mempress > 0;
 	ncpus = rescpus();
 	cpusrun = 0;
-	if (cfg.cpupct > 0 && cpusample(&cpub0, &cput0) < 0)
+	if (cfg.cpupct > 0 && rescputicks(&cpub0, &cput0) < 0)
 		fatal("cpu_percent: cannot read the CPU time on this system (%s/proc/stat)", resroot());
 	cput0t = mono();
 	for (i = 0, r = 0; i < nnodes; i++)
