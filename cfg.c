@@ -486,6 +486,25 @@ templates(const char *s, int line)
 	}
 }
 
+/* the index of key in keys, checking it is known and, unless repeatable
+ * (a bit per index), given once; section names the place for errors */
+static unsigned
+lookupkey(const char *const *keys, unsigned n, const char *key, unsigned *seen,
+    unsigned repeatable, const char *section, int line)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(key, keys[i]))
+			break;
+	if (i == n)
+		cfgerror(line, "unknown key '%s' in %s", key, section);
+	if (*seen & ~repeatable & 1u << i)
+		cfgerror(line, "duplicate key '%s' in %s", key, section);
+	*seen |= 1u << i;
+	return i;
+}
+
 static void
 runkey(const char *key, char *v, int line)
 {
@@ -493,17 +512,7 @@ runkey(const char *key, char *v, int line)
 	static const char *const keys[] = {
 		"jobs", "on_failure", "state_dir", "shell", "kill_grace", "deadline",
 	};
-	unsigned i;
-
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!strcmp(key, keys[i]))
-			break;
-	if (i == sizeof(keys) / sizeof(keys[0]))
-		cfgerror(line, "unknown key '%s' in [run]", key);
-	if (seen & 1u << i)
-		cfgerror(line, "duplicate key '%s' in [run]", key);
-	seen |= 1u << i;
-	switch (i) {
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[run]", line)) {
 	case 0:
 		cfg.jobs = (int)integer(key, v, 0, INT_MAX, line);
 		break;
@@ -546,17 +555,8 @@ reskey(const char *key, char *v, int line)
 		"memory_suspend_percent", "poll", "wait_timeout", "cpu_pressure",
 		"memory_pressure",
 	};
-	unsigned i;
-
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!strcmp(key, keys[i]))
-			break;
-	if (i == sizeof(keys) / sizeof(keys[0]))
-		cfgerror(line, "unknown key '%s' in [resources]", key);
-	if (seen & 1u << i)
-		cfgerror(line, "duplicate key '%s' in [resources]", key);
-	seen |= 1u << i;
-	switch (i) {
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[resources]",
+	    line)) {
 	case 0: cfg.cpupct = percent(key, v, line); break;
 	case 1: cfg.mempct = percent(key, v, line); break;
 	case 2: cfg.diskfree = size(key, v, line); break;
@@ -583,18 +583,13 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 	static const char *const keys[] = {
 		"cmd", "after", "dir", "env", "shell", "priority", "allow_failure", "cpus", "mem",
 	};
+	char section[300];
 	struct dep *d;
-	unsigned i;
 
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (!strcmp(key, keys[i]))
-			break;
-	if (i == sizeof(keys) / sizeof(keys[0]))
-		cfgerror(line, "unknown key '%s' in [node %s]", key, n->name);
-	if (i != 1 && i != 3 && *seen & 1u << i)
-		cfgerror(line, "duplicate key '%s' in [node %s]", key, n->name);
-	*seen |= 1u << i;
-	switch (i) {
+	snprintf(section, sizeof(section), "[node %s]", n->name);
+	/* after (1) and env (3) may be given more than once */
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, seen, 1u << 1 | 1u << 3,
+	    section, line)) {
 	case 0:
 		if (!v[strspn(v, " \t")])
 			cfgerror(line, "cmd: empty command");
