@@ -27,6 +27,15 @@ def clean_env(**extra):
     return env
 
 
+def gone(pid):
+    """Not running: no such process, or a zombie waiting for its reaper."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 class Runner:
     def __init__(self, path):
         self.path = path

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import conftest
+from conftest import gone
 
 PY = sys.executable
 NAME = "dagrun"   # the name dagrun gives itself in its messages
@@ -122,14 +123,6 @@ def stop(p):
         p.stdin.close()
         p.stdin = None
     p.communicate(timeout=30)
-
-
-def gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 # ---------------------------------------------------------------- exit status

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import conftest
+from conftest import gone
 
 PY = sys.executable
 SLOW = conftest.SLOW
@@ -83,15 +84,6 @@ def started(dr, *names):
 def pidof(dr, name):
     p = dr.path / name
     return int(p.read_text()) if p.exists() and p.read_text().strip() else None
-
-
-def gone(pid):
-    """Not running: no such process, or a zombie waiting for its reaper."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def ours(pid):
