@@ -332,20 +332,34 @@ integer(const char *key, const char *v, long long lo, long long hi, int line)
 	return x;
 }
 
+double
+cfgdecimal(const char *v, const char **end)
+{
+	size_t n = strspn(v, "0123456789.");
+	char *e;
+	double x;
+
+	if (!n || *v < '0' || *v > '9')
+		return -1;
+	errno = 0;
+	x = strtod(v, &e);
+	if (errno || e != v + n)
+		return -1;	/* "1.2.3", or strtod went on: 1e3, 0x10, inf */
+	*end = e;
+	return x;
+}
+
 static double
 duration(const char *key, const char *v, int line)
 {
 	static const struct { const char *u; double f; } units[] = {
 		{"", 1}, {"ms", 0.001}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400},
 	};
-	char *end;
-	double x;
+	const char *end;
+	double x = cfgdecimal(v, &end);
 	size_t i;
 
-	errno = 0;
-	x = strtod(v, &end);
-	if (!errno && end != v && (size_t)(end - v) == strspn(v, "0123456789.") &&
-	    *v >= '0' && *v <= '9')
+	if (x >= 0)
 		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
 			if (!strcmp(end, units[i].u))
 				return x * units[i].f;
@@ -356,18 +370,13 @@ static long long
 size(const char *key, const char *v, int line)
 {
 	static const char units[] = "KMGT";
-	const char *u;
-	char *end;
-	double x;
-	int i;
+	const char *end, *u = NULL;
+	double x = cfgdecimal(v, &end);
+	long i;
 
-	errno = 0;
-	x = strtod(v, &end);
-	if (!errno && end != v && (size_t)(end - v) == strspn(v, "0123456789.") &&
-	    *v >= '0' && *v <= '9' && (!*end || (end[1] == 0 && (u = strchr(units, *end))))) {
-		if (*end)
-			for (i = 0; i <= u - units; i++)
-				x *= 1024;
+	if (x >= 0 && (!*end || (!end[1] && (u = strchr(units, *end))))) {
+		for (i = u ? u - units + 1 : 0; i > 0; i--)
+			x *= 1024;
 		if (x < 9e18)
 			return (long long)x;
 	}
@@ -377,13 +386,10 @@ size(const char *key, const char *v, int line)
 static double
 percent(const char *key, const char *v, int line)
 {
-	char *end;
-	double x;
+	const char *end;
+	double x = cfgdecimal(v, &end);
 
-	errno = 0;
-	x = strtod(v, &end);
-	if (errno || end == v || *end || (size_t)(end - v) != strspn(v, "0123456789.") ||
-	    x <= 0 || x > 100)
+	if (x <= 0 || *end || x > 100)
 		cfgerror(line, "%s: expected a percentage above 0 and up to 100, got '%s'", key, v);
 	return x;
 }
@@ -391,12 +397,10 @@ percent(const char *key, const char *v, int line)
 static double
 decimal(const char *key, const char *v, int line)
 {
-	char *end;
-	double x;
+	const char *end;
+	double x = cfgdecimal(v, &end);
 
-	errno = 0;
-	x = strtod(v, &end);
-	if (errno || end == v || *end || (size_t)(end - v) != strspn(v, "0123456789.") || x <= 0)
+	if (x <= 0 || *end)
 		cfgerror(line, "%s: expected a number above 0, got '%s'", key, v);
 	return x;
 }

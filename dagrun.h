@@ -117,6 +117,9 @@ void cfgparse(const char *file, struct var *defs);
 int cfgfind(const char *s);
 /* report a config error at line and exit 2 */
 NORETURN void cfgerror(int line, const char *, ...);
+/* a plain unsigned decimal (1.5; no sign, exponent or hex) at the start
+ * of v, *end after it; -1 if there is none */
+double cfgdecimal(const char *v, const char **end);
 /* does cmd need the shell (metacharacters or a shell word first)? */
 int cfgneedshell(const char *cmd);
 

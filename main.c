@@ -152,12 +152,10 @@ number(const char *s, const char *what)
 static double
 loadarg(const char *s)
 {
-	char *end;
-	double v;
+	const char *end;
+	double v = cfgdecimal(s, &end);
 
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || (size_t)(end - s) != strspn(s, "0123456789.") || v <= 0)
+	if (v <= 0 || *end)
 		fatal("-l: expected a load average above 0, got '%s'", s);
 	return v;
 }

@@ -430,8 +430,13 @@ findprog(const char *prog, const char *path, int cwdok, int *err, int fresh)
 			}
 		}
 	}
-	if (!cacheable)
-		return xstrdup(full);
+	if (!cacheable) {
+		/* a node's own PATH: found anew at each start, kept nowhere */
+		static char found[PATH_MAX];
+
+		memcpy(found, full, sizeof(found));
+		return found;
+	}
 	if (i == ncache) {
 		if (ncache == capcache)
 			cache = xrealloc(cache, (capcache = capcache ? capcache * 2 : 16) * sizeof(*cache));
