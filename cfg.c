@@ -291,12 +291,21 @@ cfgfind(const char *name)
 	return hcap ? *hslot(name) : -1;
 }
 
+int
+cfgaddnode(void)
+{
+	if (nnodes == capnodes)
+		nodes = xrealloc(nodes, (capnodes = capnodes ? capnodes * 2 : 256) * sizeof(*nodes));
+	memset(&nodes[nnodes], 0, sizeof(nodes[nnodes]));
+	return nnodes++;
+}
+
 static int
 newnode(char *name, int line)
 {
 	struct node *n;
 	char *p;
-	int *slot;
+	int *slot, k;
 
 	if (!*name)
 		cfgerror(line, "node needs a name: [node NAME]");
@@ -308,14 +317,12 @@ newnode(char *name, int line)
 	slot = hslot(name);
 	if (*slot >= 0)
 		cfgerror(line, "duplicate node '%s' (first at line %d)", name, nodes[*slot].line);
-	if (nnodes == capnodes)
-		nodes = xrealloc(nodes, (capnodes = capnodes ? capnodes * 2 : 256) * sizeof(*nodes));
-	n = &nodes[nnodes];
-	memset(n, 0, sizeof(*n));
+	*slot = nnodes;
+	k = cfgaddnode();
+	n = &nodes[k];
 	n->name = name;
 	n->line = line;
-	*slot = nnodes;
-	return nnodes++;
+	return k;
 }
 
 static long long
@@ -457,11 +464,21 @@ cfgneedshell(const char *cmd)
 }
 
 /* check every {word} template of a cmd */
+/* what a template may stand for where it is written */
+enum {
+	TNODE = 1,	/* {node}: anywhere */
+	TIN = 2,	/* {input} and its parts: a fan-out node */
+	TOUT = 4,	/* {output}: a node with outputs */
+	TATTEMPT = 8,	/* {attempt}: commands */
+};
+
 static void
-templates(const char *s, int line)
+templates(const char *s, int line, int allow)
 {
-	static const char *const fan[] = {
-		"input", "input_file", "output", "output_file", "name", "stem", "ext", "dir",
+	static const struct { const char *name; int kind; } names[] = {
+		{"node", TNODE}, {"attempt", TATTEMPT}, {"input", TIN}, {"input_file", TIN},
+		{"name", TIN}, {"stem", TIN}, {"ext", TIN}, {"dir", TIN}, {"output", TOUT},
+		{"output_file", TOUT},
 	};
 	const char *p, *e;
 	size_t i, n;
@@ -478,15 +495,22 @@ templates(const char *s, int line)
 		if (*e != '}' || e == p + 1)
 			continue;
 		n = e - p - 1;
-		if ((n == 4 && !memcmp(p + 1, "node", 4)) || (n == 7 && !memcmp(p + 1, "attempt", 7))) {
-			p = e;
-			continue;
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i].name) == n && !memcmp(names[i].name, p + 1, n))
+				break;
+		if (i == sizeof(names) / sizeof(names[0]))
+			cfgerror(line, "unknown template '{%.*s}' (write '{{' and '}}' for literal "
+			    "braces)", (int)n, p + 1);
+		if (!(allow & names[i].kind)) {
+			if (names[i].kind == TIN)
+				cfgerror(line, "template '{%.*s}' needs a fan-out node (inputs or "
+				    "input_list)", (int)n, p + 1);
+			if (names[i].kind == TOUT && allow & TATTEMPT)
+				cfgerror(line, "template '{%.*s}' needs output, output_dir or "
+				    "output_suffix", (int)n, p + 1);
+			cfgerror(line, "template '{%.*s}' cannot be used in output", (int)n, p + 1);
 		}
-		for (i = 0; i < sizeof(fan) / sizeof(fan[0]); i++)
-			if (strlen(fan[i]) == n && !memcmp(fan[i], p + 1, n))
-				cfgerror(line, "template '{%.*s}' needs a fan-out node", (int)n, p + 1);
-		cfgerror(line, "unknown template '{%.*s}' (write '{{' and '}}' for literal braces)",
-		    (int)n, p + 1);
+		p = e;
 	}
 }
 
@@ -581,24 +605,29 @@ reskey(const char *key, char *v, int line)
 	}
 }
 
+static void fankey(struct node *, const char *, char *, int);
+
 static void
 nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 {
 	static const char *const keys[] = {
 		"cmd", "after", "dir", "env", "shell", "priority", "allow_failure", "cpus", "mem",
+		"post", "nice", "mem_limit", "inputs", "input_list", "output_dir",
+		"output_suffix", "output", "calibrate", "calibrate_cpu_percent",
+		"calibrate_memory_percent", "calibrate_disk_percent",
 	};
 	char section[300];
 	struct dep *d;
 
 	snprintf(section, sizeof(section), "[node %s]", n->name);
-	/* after (1) and env (3) may be given more than once */
-	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, seen, 1u << 1 | 1u << 3,
-	    section, line)) {
+	/* after (1), env (3) and inputs (12) may be given more than once */
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, seen,
+	    1u << 1 | 1u << 3 | 1u << 12, section, line)) {
 	case 0:
 		if (!v[strspn(v, " \t")])
 			cfgerror(line, "cmd: empty command");
-		templates(v, line);
 		n->cmd = v;
+		n->cmdline = line;
 		break;
 	case 1:
 		d = arena(sizeof(*d));
@@ -641,7 +670,100 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 		if (!(n->mem = size(key, v, line)))
 			cfgerror(line, "mem: expected a size above 0");
 		break;
+	case 9:
+		if (!v[strspn(v, " \t")])
+			cfgerror(line, "post: empty command");
+		n->postcmd = v;
+		n->postline = line;
+		break;
+	case 10:
+		n->nice = (int)integer(key, v, -40, 40, line);
+		n->hasnice = 1;
+		break;
+	case 11:
+		if (!(n->memlimit = size(key, v, line)))
+			cfgerror(line, "mem_limit: expected a size above 0");
+		break;
+	default:
+		fankey(n, key, v, line);
 	}
+}
+
+/* the fan-out keys, numbered as in nodekey */
+static void
+fankey(struct node *n, const char *key, char *v, int line)
+{
+	struct fan *f = n->fan;
+
+	if (!f) {
+		f = n->fan = arena(sizeof(*f));
+		memset(f, 0, sizeof(*f));
+		f->calpct[0] = f->calpct[1] = f->calpct[2] = 80;
+		f->line = line;
+	}
+	if (!strcmp(key, "inputs")) {
+		if (!v[strspn(v, " \t")])
+			cfgerror(line, "inputs: expected a file pattern");
+		if (!(f->npat & (f->npat - 1))) {
+			char **p = arena(sizeof(*p) * (f->npat ? 2 * f->npat : 1));
+			if (f->npat)
+				memcpy(p, f->pat, sizeof(*p) * f->npat);
+			f->pat = p;
+		}
+		f->pat[f->npat++] = v;
+	} else if (!strcmp(key, "input_list")) {
+		if (!*v)
+			cfgerror(line, "input_list: expected a file");
+		f->list = v;
+	} else if (!strcmp(key, "output_dir")) {
+		if (!*v)
+			cfgerror(line, "output_dir: expected a directory");
+		f->outdir = v;
+	} else if (!strcmp(key, "output_suffix")) {
+		f->suffix = v;
+	} else if (!strcmp(key, "output")) {
+		if (!*v)
+			cfgerror(line, "output: expected a file name");
+		templates(v, line, TIN | TNODE);
+		f->output = v;
+		f->outline = line;
+	} else if (!strcmp(key, "calibrate")) {
+		if (!strcmp(v, "always"))
+			f->calibrate = 2;
+		else
+			f->calibrate = boolean(key, v, line);
+	} else {
+		f->calpct[!strcmp(key, "calibrate_cpu_percent") ? 0 :
+		    !strcmp(key, "calibrate_memory_percent") ? 1 : 2] = percent(key, v, line);
+	}
+}
+
+/* checks that need the whole section: templates, fan-out keys together */
+static void
+nodecheck(struct node *n)
+{
+	struct fan *f = n->fan;
+	int fan = f && (f->npat || f->list);
+	int outs = f && (f->outdir || f->suffix || f->output);
+	int allow = TNODE | TATTEMPT | (fan ? TIN : 0) | (outs ? TOUT : 0);
+
+	if (!n->cmd)
+		cfgerror(n->line, "node '%s' has no cmd", n->name);
+	templates(n->cmd, n->cmdline, allow);
+	if (n->postcmd)
+		templates(n->postcmd, n->postline, allow);
+	if (f && !fan && f->suffix)
+		cfgerror(f->line, "output_suffix needs inputs or input_list");
+	if (f && !fan && f->calibrate)
+		cfgerror(f->line, "calibrate needs inputs or input_list");
+	if (f && !fan && f->output)
+		templates(f->output, f->outline, TNODE);
+	if (f && !fan && f->outdir && !f->output)
+		cfgerror(f->line, "output_dir needs output, inputs or input_list");
+	n->direct = !n->shell && !cfgneedshell(n->cmd);
+	n->postdirect = n->postcmd && !n->shell && !cfgneedshell(n->postcmd);
+	n->parent = -1;
+	n->parked = n->parktail = -1;
 }
 
 /* a section header's type and, for [node NAME], its name */
@@ -797,11 +919,8 @@ cfgparse(const char *file, struct var *d)
 			break;
 		}
 	}
-	for (i = 0; i < nnodes; i++) {
-		if (!nodes[i].cmd)
-			cfgerror(nodes[i].line, "node '%s' has no cmd", nodes[i].name);
-		nodes[i].direct = !nodes[i].shell && !cfgneedshell(nodes[i].cmd);
-	}
+	for (i = 0; i < nnodes; i++)
+		nodecheck(&nodes[i]);
 	slash = strrchr(file, '/');
 	cfg.dir = slash ? arenastr(file, slash == file ? 1 : slash - file) : ".";
 }

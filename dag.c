@@ -12,9 +12,12 @@ struct entry {
 	int n;
 };
 
+static int (*expandcb)(int);	/* make a fan-out node's jobs */
+static void (*skipcb)(int);	/* a node was skipped */
 static struct entry *heap;
 static int nheap, capheap;
 static int *topo;	/* every node, prerequisites first */
+static int ntopo;	/* the nodes of the config, before any job */
 
 static long long
 key(int n)
@@ -30,12 +33,15 @@ before(const struct entry *a, const struct entry *b)
 	return a->key != b->key ? a->key > b->key : a->n < b->n;
 }
 
+/* a fan-out node counts as one job until its jobs exist */
 static void
 setstate(int n, int s)
 {
-	dagcount[nodes[n].state]--;
+	if (!nodes[n].expanded) {
+		dagcount[nodes[n].state]--;
+		dagcount[s]++;
+	}
 	nodes[n].state = s;
-	dagcount[s]++;
 }
 
 void
@@ -233,6 +239,7 @@ dagbuild(char **msg)
 	}
 	free(left);
 	topo = order;
+	ntopo = nnodes;
 	return 0;
 }
 
@@ -251,7 +258,7 @@ weigh(void)
 			known++;
 		}
 	mean = known ? sum / known : 1;
-	for (i = nnodes - 1; i >= 0; i--) {
+	for (i = ntopo - 1; i >= 0; i--) {
 		n = topo[i];
 		if (!nodes[n].want)
 			continue;
@@ -304,26 +311,64 @@ dagtotal(void)
 	int i, t = 0;
 
 	for (i = 0; i < nnodes; i++)
-		t += nodes[i].want;
+		t += nodes[i].want && !nodes[i].expanded;
 	return t;
 }
 
+static void finish(int, int);
+
+/* n's prerequisites are done: queue it, or its jobs */
+static void
+ready(int n)
+{
+	int k, end;
+
+	if (!fanout(n)) {
+		dagpush(n);
+		return;
+	}
+	if (!nodes[n].expanded) {
+		if (expandcb(n) < 0) {
+			finish(n, SFAILED);
+			return;
+		}
+		dagcount[nodes[n].state]--;
+		for (k = nodes[n].first; k < nodes[n].first + nodes[n].njobs; k++) {
+			nodes[k].state = SWAITING;
+			dagcount[SWAITING]++;
+		}
+	}
+	nodes[n].state = SRUNNING;
+	nodes[n].pending = nodes[n].njobs;
+	nodes[n].failed = 0;
+	end = nodes[n].first + nodes[n].njobs;
+	for (k = nodes[n].first; k < end; k++) {
+		nodes[k].weight = nodes[n].weight;
+		dagpush(k);
+	}
+	if (!nodes[n].njobs)
+		finish(n, SOK);
+}
+
 void
-dagstart(void)
+dagstart(int (*expand)(int), void (*skipped)(int))
 {
 	int i;
 
+	expandcb = expand;
+	skipcb = skipped;
 	weigh();
 	for (i = 0; i < nnodes; i++) {
 		if (!nodes[i].want)
 			continue;
 		nodes[i].state = SWAITING;
 		nodes[i].pending = nodes[i].npre;
-		dagcount[SWAITING]++;
+		if (!nodes[i].expanded)
+			dagcount[SWAITING]++;
 	}
 	for (i = 0; i < nnodes; i++)
-		if (nodes[i].want && !nodes[i].npre)
-			dagpush(i);
+		if (nodes[i].want && nodes[i].parent < 0 && !nodes[i].npre)
+			ready(i);
 }
 
 /* skip everything downstream of n that has not started */
@@ -349,8 +394,9 @@ skipfrom(int n, void (*cb)(int))
 	free(stack);
 }
 
-void
-dagdone(int n, int s, void (*skipped)(int))
+/* n ended in state s: on to its dependents */
+static void
+finish(int n, int s)
 {
 	int j, m;
 
@@ -359,14 +405,28 @@ dagdone(int n, int s, void (*skipped)(int))
 	if (s == SCANCELLED)
 		return;	/* dependents are cancelled with the rest of the run */
 	if (s != SOK && !nodes[n].allowfail) {
-		skipfrom(n, skipped);
+		skipfrom(n, skipcb);
 		return;
 	}
 	for (j = 0; j < nodes[n].npost; j++) {
 		m = nodes[n].post[j];
 		if (nodes[m].want && !--nodes[m].pending && nodes[m].state == SWAITING)
-			dagpush(m);
+			ready(m);
 	}
+}
+
+void
+dagdone(int n, int s)
+{
+	int g = nodes[n].parent;
+
+	finish(n, s);
+	if (g < 0)
+		return;
+	if (s != SOK && !nodes[n].allowfail)
+		nodes[g].failed |= s == SCANCELLED ? 2 : 1;
+	if (!--nodes[g].pending)
+		finish(g, nodes[g].failed & 1 ? SFAILED : nodes[g].failed ? SCANCELLED : SOK);
 }
 
 void

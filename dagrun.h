@@ -21,6 +21,7 @@ enum {
 enum state {
 	SWAITING,
 	SREADY,
+	SCALIBRATING,
 	SRUNNING,
 	SSUSPENDED,
 	SOK,
@@ -44,17 +45,43 @@ struct dep {
 	struct dep *next;
 };
 
+/* a fan-out node's inputs and outputs, shared by its jobs; also a plain
+ * node's declared output */
+struct fan {
+	char **pat;		/* inputs patterns, npat of them */
+	int npat;
+	char *list;		/* input_list file */
+	char *outdir, *suffix, *output;	/* output_dir, output_suffix, output */
+	int line;		/* of the first fan-out key */
+	int outline;		/* of output */
+	int calibrate;		/* 0 no, 1 yes (remembered), 2 always */
+	double calpct[3];	/* calibrate_{cpu,memory,disk}_percent */
+};
+
 struct node {
 	char *name;
 	char *cmd;
 	char *dir;		/* working directory, or NULL */
 	char *shell;		/* interpreter for this node, or NULL */
 	char **env;		/* K=V, nenv of them */
+	char *postcmd;		/* validation command after success, or NULL */
+	struct fan *fan;	/* inputs and outputs, or NULL */
+	char *input;		/* a fan-out job's input */
+	char *output;		/* a job's output, its final name */
+	long long memlimit;	/* RLIMIT_AS, 0 none */
 	struct dep *deps;	/* as written; NULL after dagbuild */
 	int *pre, *post;	/* prerequisites and dependents (node indices) */
 	int npre, npost;
 	int nenv;
 	int line;		/* of the section header */
+	int cmdline, postline;
+	int parent;		/* a fan-out job's node, or -1 */
+	int first, njobs;	/* a fan-out node's jobs, once expanded */
+	int limit;		/* jobs of this node at once, 0 any (calibration) */
+	int nrunning;		/* jobs of this node running */
+	int parked, parktail;	/* jobs held by limit, -1 none, chained by link */
+	int link;
+	int nice;
 	double cpus;		/* declared CPUs, 0 none */
 	long long mem;		/* declared bytes, 0 none */
 	int priority;
@@ -67,6 +94,10 @@ struct node {
 	unsigned char direct;	/* cmd needs no shell */
 	unsigned char failed;	/* ended badly, allowed or not */
 	unsigned char stale;	/* logs/NAME.out (1), .err (2) left by a run before */
+	unsigned char postdirect;	/* post needs no shell */
+	unsigned char hasnice;
+	unsigned char expanded;	/* a fan-out node whose jobs exist */
+	unsigned char calib;	/* measuring one job before the rest */
 };
 
 struct config {
@@ -115,6 +146,8 @@ extern int nnodes;
 void cfgparse(const char *file, struct var *defs);
 /* the node named s, or -1 */
 int cfgfind(const char *s);
+/* a new zeroed node at the end of nodes (which may move) */
+int cfgaddnode(void);
 /* report a config error at line and exit 2 */
 NORETURN void cfgerror(int line, const char *, ...);
 /* a plain unsigned decimal (1.5; no sign, exponent or hex) at the start
@@ -132,16 +165,17 @@ int dagbuild(char **msg);
 int dagselect(char **targets, int ntargets);
 /* number of selected jobs */
 int dagtotal(void);
-/* queue every selected node without prerequisites */
-void dagstart(void);
+/* queue every selected node without prerequisites; expand makes a fan-out
+ * node's jobs when it is ready (the number, or -1 when it failed), skipped
+ * hears of each node skipped after a failure */
+void dagstart(int (*expand)(int), void (*skipped)(int));
 /* next ready node to start, or -1 */
 int dagpop(void);
 int dagnready(void);
 /* put back a popped node */
 void dagpush(int);
-/* n ended in state s; dependents become ready or, on failure, skipped,
- * reported through the callback */
-void dagdone(int n, int s, void (*skipped)(int));
+/* n ended in state s; dependents become ready or, on failure, skipped */
+void dagdone(int n, int s);
 /* a running node is now in state s (running or suspended) */
 void dagmark(int n, int s);
 /* mark every selected node still waiting or ready as s, reported */
@@ -192,6 +226,13 @@ void logstart(int node, int attempt, long pid, const char *cmd);
 void logend(const struct jobinfo *);
 void logskip(int node);
 void loginfo(const char *, ...);
+/* a message on stderr, clear of the status line */
+void logwarn(const char *, ...);
+/* fan-out node n has its jobs */
+void logexpand(int n);
+/* the calibration measured for a node in an earlier run: 0, or -1 none */
+int logcalread(const char *node, double v[3]);
+void logcalsave(const char *node, double cpu, double rss, double bytes);
 void logerror(const char *, ...);
 void logrunstart(int total);
 void logrunend(int status, double secs);
@@ -208,9 +249,24 @@ int logdirty(void);
 int logtty(void);
 char *logpath(int node, int fd);
 
+/* fan.c: inputs to jobs, outputs, commands with templates filled */
+/* is n a fan-out node (inputs or input_list)? */
+int fanout(int n);
+/* make the jobs of fan-out node n; 0, or the config line of an error and
+ * *msg (allocated) */
+int fanexpand(int n, char **msg);
+/* the declared outputs of plain nodes; 0 or a line and *msg */
+int fanprepare(char **msg);
+/* the temporary name job n writes its output to, until it succeeds */
+const char *fantmp(int n);
+/* ready job n's output directory, no stale temporary in it; 0, or -1
+ * with errno and the path in *why */
+int fanprep(int n, char **why);
+/* argv for job n's cmd (or post), templates filled */
+char **cmdargv(int n, int attempt, int post);
+/* job n's cmd (or post) as the shell would read it, into *buf */
+void cmdexpand(int n, int attempt, int post, char **buf, size_t *cap);
+
 /* sched.c */
 /* run the selected graph; returns the exit status */
 int schedrun(void);
-/* node n's command for attempt, templates filled, as the shell would read
- * it, into *buf */
-void cmdexpand(int n, int attempt, char **buf, size_t *cap);

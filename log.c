@@ -13,7 +13,7 @@
 #include "dagrun.h"
 
 static const char *const statename[NSTATES] = {
-	"waiting", "ready", "running", "suspended", "ok", "failed", "timeout", "cancelled",
+	"waiting", "ready", "calibrating", "running", "suspended", "ok", "failed", "timeout", "cancelled",
 	"skipped",
 };
 
@@ -70,8 +70,14 @@ findstale(const char *dir)
 			continue;
 		memcpy(name, e->d_name, n - 4);
 		name[n - 4] = 0;
-		if ((k = cfgfind(name)) < 0)
+		if ((k = cfgfind(name)) < 0) {
+			/* a fan-out job's: its jobs look for theirs as they start */
+			if (strchr(name, ':'))
+				*strchr(name, ':') = 0;
+			if ((k = cfgfind(name)) >= 0 && fanout(k))
+				nodes[k].stale |= 4;
 			continue;
+		}
 		if (!strcmp(e->d_name + n - 3, "out"))
 			nodes[k].stale |= 1;
 		else if (!strcmp(e->d_name + n - 3, "err"))
@@ -107,8 +113,15 @@ logpath(int node, int fd)
 {
 	static char path[2][4096];
 
-	snprintf(path[fd - 1], sizeof(path[0]), "%s/logs/%s.%s", statedir,
-	    nodes[node].name, fd == 1 ? "out" : "err");
+	const char *s = nodes[node].name;
+	size_t n;
+
+	n = snprintf(path[fd - 1], sizeof(path[0]) - 16, "%s/logs/", statedir);
+	/* a job's name may hold '/': %2F in a file name, and '%' as %25 */
+	for (; *s && n < sizeof(path[0]) - 16; s++)
+		n += *s == '/' || *s == '%' ? (size_t)sprintf(path[fd - 1] + n, "%%%02X", *s) :
+		    (size_t)(path[fd - 1][n] = *s, 1);
+	snprintf(path[fd - 1] + n, 16, ".%s", fd == 1 ? "out" : "err");
 	return path[fd - 1];
 }
 
@@ -194,6 +207,28 @@ unshow(void)
 		fputs("\r\033[K", stdout);
 		shown = 0;
 	}
+}
+
+void
+logwarn(const char *fmt, ...)
+{
+	va_list ap;
+
+	unshow();
+	fflush(stdout);
+	fprintf(stderr, "%s: ", argv0);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void
+logexpand(int node)
+{
+	record("expand\t%s\t%d", nodes[node].name, nodes[node].njobs);
+	loginfo("%s: %d input%s", nodes[node].name, nodes[node].njobs,
+	    nodes[node].njobs == 1 ? "" : "s");
 }
 
 void
@@ -445,7 +480,7 @@ savehistory(void)
 		return;
 	}
 	for (i = 0; i < nnodes; i++)
-		if (nodes[i].cost > 0)
+		if (nodes[i].cost > 0 && nodes[i].parent < 0)
 			fprintf(f, "%s\t%.3f\n", nodes[i].name, nodes[i].cost);
 	if (fclose(f) != 0 || rename(tmp, path) < 0) {
 		warn("%s:", path);
@@ -461,4 +496,58 @@ logclose(void)
 		warn("%s: writing logs:", statedir);
 	savehistory();
 	dirty = 0;
+}
+
+/* state_dir/calibration: NAME<TAB>cpu per second<TAB>peak RSS<TAB>output
+ * bytes, one measurement a node */
+int
+logcalread(const char *name, double v[3])
+{
+	char path[4096], *line = NULL, *p;
+	size_t cap = 0, n = strlen(name);
+	int r = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/calibration", statedir);
+	if (!(f = fopen(path, "r")))
+		return -1;
+	while (r < 0 && getline(&line, &cap, f) > 0)
+		if (!strncmp(line, name, n) && line[n] == '\t' && strchr(line, '\n')) {
+			v[0] = strtod(line + n + 1, &p);
+			v[1] = strtod(p, &p);
+			v[2] = strtod(p, &p);
+			r = *p == '\n' && v[0] >= 0 && v[1] >= 0 && v[2] >= 0 ? 0 : -1;
+		}
+	free(line);
+	fclose(f);
+	return r;
+}
+
+void
+logcalsave(const char *name, double cpu, double rss, double bytes)
+{
+	char path[4096], tmp[4096], *line = NULL;
+	size_t cap = 0, n = strlen(name);
+	FILE *in, *out;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/calibration", statedir);
+	snprintf(tmp, sizeof(tmp), "%s/calibration.tmp", statedir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0 || !(out = fdopen(fd, "w"))) {
+		logerror("%s: %s", tmp, strerror(errno));
+		return;
+	}
+	if ((in = fopen(path, "r"))) {
+		while (getline(&line, &cap, in) > 0)
+			if (strchr(line, '\n') && (strncmp(line, name, n) || line[n] != '\t'))
+				fputs(line, out);
+		fclose(in);
+	}
+	free(line);
+	fprintf(out, "%s\t%.4f\t%.0f\t%.0f\n", name, cpu, rss, bytes);
+	if (fclose(out) != 0 || rename(tmp, path) < 0) {
+		logerror("%s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
 }

@@ -168,7 +168,7 @@ printdot(void)
 
 	puts("digraph dagrun {");
 	for (i = 0; i < nnodes; i++) {
-		if (!nodes[i].want)
+		if (!nodes[i].want || nodes[i].parent >= 0)
 			continue;
 		printf("\t\"%s\";\n", nodes[i].name);
 		for (j = 0; j < nodes[i].npre; j++)
@@ -186,14 +186,14 @@ dryrun(void)
 	size_t cap = 0;
 	int n;
 
-	dagstart();
+	dagstart(NULL, NULL);
 	while ((n = dagpop()) >= 0) {
-		cmdexpand(n, 1, &buf, &cap);
+		cmdexpand(n, 1, 0, &buf, &cap);
 		fputs(nodes[n].name, stdout);
 		putchar('\t');
 		fputs(buf, stdout);
 		putchar('\n');
-		dagdone(n, SOK, NULL);
+		dagdone(n, SOK);
 	}
 	free(buf);
 }
@@ -204,7 +204,7 @@ main(int argc, char **argv)
 	struct var *defs = NULL, *v;
 	const char *file = "dagrun.ini", *dir = NULL;
 	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1;
-	int quiet = 0, verbose = 0, line, bad;
+	int quiet = 0, verbose = 0, line, bad, i, n, nodes0;
 	double load = -1;
 	char *msg, *eq;
 
@@ -260,13 +260,21 @@ main(int argc, char **argv)
 		cfgerror(line, "%s", msg);
 	if ((bad = dagselect(argv + optind, argc - optind)) >= 0)
 		fatal("unknown node '%s'", argv[optind + bad]);
-	if (check) {
-		if (!quiet)
-			printf("%s: ok, %d node%s\n", file, dagtotal(), dagtotal() == 1 ? "" : "s");
-		return EXOK;
-	}
+	nodes0 = dagtotal();
 	if (chdir(cfg.dir) < 0)
 		fatal("%s:", cfg.dir);
+	if ((line = fanprepare(&msg)))
+		cfgerror(line, "%s", msg);
+	/* inputs are found now when nothing runs before them (or for -n) */
+	for (i = 0, n = nnodes; i < n; i++)
+		if (nodes[i].want && fanout(i) && (!nodes[i].npre || dry) &&
+		    (line = fanexpand(i, &msg)))
+			cfgerror(line, "%s: %s", nodes[i].name, msg);
+	if (check) {
+		if (!quiet)
+			printf("%s: ok, %d node%s\n", file, nodes0, nodes0 == 1 ? "" : "s");
+		return EXOK;
+	}
 	if (graph) {
 		printdot();
 		return EXOK;

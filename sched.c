@@ -43,6 +43,9 @@ struct job {
 	off_t shown[2];	/* -v: bytes already on the console */
 	int bol[2];	/* -v: at the beginning of a line */
 	int killed;	/* we signalled it */
+	int post;	/* the post command runs now */
+	double cpu;	/* of cmd: user+sys seconds */
+	long maxrss;	/* of cmd: KiB */
 	int suspended;	/* stopped for memory */
 	long long rss;	/* measured, for declared memory; when read */
 	double rsst;
@@ -91,6 +94,9 @@ static int nsusp;		/* jobs stopped for memory */
 static double waitsince;	/* launching waits on a gate since, 0 not */
 static double lastwaitlog, nextsuspend;
 static char waitwhy[192];
+
+static void stop(void);
+static void calsetup(int);
 
 static void
 onsig(int sig)
@@ -236,11 +242,26 @@ envsetup(void)
 	sprintf(stateabs, "%s/%s", cwd, cfg.statedir);
 }
 
+/* name=value in *buf */
+static char *
+envvar(char **buf, size_t *cap, const char *name, const char *value)
+{
+	size_t n = strlen(name), v = strlen(value);
+
+	if (n + v + 1 > *cap)
+		*buf = xrealloc(*buf, *cap = n + v + 64);
+	memcpy(*buf, name, n);
+	memcpy(*buf + n, value, v + 1);
+	return *buf;
+}
+
 /* the job's environment: ours, less what the node sets, plus DAGRUN_* */
 static char **
 jobenv(struct job *j)
 {
-	static char **env, node[512], job[512], attempt[32], state[PATH_MAX + 32];
+	static char **env, attempt[32], state[PATH_MAX + 32];
+	static char *node, *job, *input, *output;
+	static size_t capnode, capjob, capinput, capoutput;
 	static int cap;
 	struct node *n = &nodes[j->node];
 	int i, k, e = 0;
@@ -260,108 +281,19 @@ jobenv(struct job *j)
 	for (k = 0; k < n->nenv; k++)
 		if (!ourvar(n->env[k]))
 			env[e++] = n->env[k];
-	snprintf(node, sizeof(node), "DAGRUN_NODE=%s", n->name);
-	snprintf(job, sizeof(job), "DAGRUN_JOB=%s", n->name);
+	env[e++] = envvar(&node, &capnode, "DAGRUN_NODE=",
+	    nodes[n->parent >= 0 ? n->parent : j->node].name);
+	env[e++] = envvar(&job, &capjob, "DAGRUN_JOB=", n->name);
 	snprintf(attempt, sizeof(attempt), "DAGRUN_ATTEMPT=%d", j->attempt);
 	snprintf(state, sizeof(state), "DAGRUN_STATE_DIR=%s", stateabs);
-	env[e++] = node;
-	env[e++] = job;
 	env[e++] = attempt;
 	env[e++] = state;
+	if (n->input)
+		env[e++] = envvar(&input, &capinput, "DAGRUN_INPUT=", n->input);
+	if (n->output)
+		env[e++] = envvar(&output, &capoutput, "DAGRUN_OUTPUT=", fantmp(j->node));
 	env[e] = NULL;
 	return env;
-}
-
-/* a growable byte buffer */
-struct buf {
-	char *s;
-	size_t len, cap;
-};
-
-static void
-bufadd(struct buf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap)
-		b->s = xrealloc(b->s, b->cap = 2 * (b->len + n) + 256);
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = 0;
-}
-
-/* value single-quoted for the shell, unless nothing in it needs quoting */
-static void
-bufquote(struct buf *b, const char *s)
-{
-	const char *q;
-
-	if (*s && !s[strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	    "0123456789_-+@%.,:/")]) {
-		bufadd(b, s, strlen(s));
-		return;
-	}
-	bufadd(b, "'", 1);
-	while ((q = strchr(s, '\''))) {
-		bufadd(b, s, q - s);
-		bufadd(b, "'\\''", 4);
-		s = q + 1;
-	}
-	bufadd(b, s, strlen(s));
-	bufadd(b, "'", 1);
-}
-
-/* fill the templates of s[0..n) into b; quote: for the shell */
-static void
-fill(struct buf *b, int node, int attempt, const char *s, size_t n, int quote)
-{
-	const char *e, *start = nodes[node].cmd, *end = s + n;
-	char num[32];
-	size_t k;
-
-	while (s < end) {
-		k = strcspn(s, "{}");
-		if (s + k > end)
-			k = end - s;
-		bufadd(b, s, k);
-		s += k;
-		if (s >= end)
-			break;
-		if (s + 1 < end && s[1] == s[0]) {
-			bufadd(b, s, 1);
-			s += 2;
-			continue;
-		}
-		e = s + 1;
-		while (e < end && ((*e >= 'a' && *e <= 'z') || *e == '_'))
-			e++;
-		if (*s == '{' && e < end && *e == '}' && (s == start || s[-1] != '$')) {
-			const char *v = NULL;
-			if (e - s - 1 == 4 && !memcmp(s + 1, "node", 4))
-				v = nodes[node].name;
-			else if (e - s - 1 == 7 && !memcmp(s + 1, "attempt", 7))
-				v = (snprintf(num, sizeof(num), "%d", attempt), num);
-			if (v) {
-				if (quote)
-					bufquote(b, v);
-				else
-					bufadd(b, v, strlen(v));
-				s = e + 1;
-				continue;
-			}
-		}
-		bufadd(b, s, 1);
-		s++;
-	}
-}
-
-void
-cmdexpand(int n, int attempt, char **out, size_t *cap)
-{
-	struct buf b = {*out, 0, *cap};
-
-	bufadd(&b, "", 0);
-	fill(&b, n, attempt, nodes[n].cmd, strlen(nodes[n].cmd), !nodes[n].direct);
-	*out = b.s;
-	*cap = b.cap;
 }
 
 /* the PATH a node sets, or NULL */
@@ -445,54 +377,6 @@ findprog(const char *prog, const char *path, int cwdok, int *err, int fresh)
 	}
 	cache[i].path = xstrdup(full);
 	return cache[i].path;
-}
-
-/* argv for node n: direct words, or the shell with the command */
-static char **
-jobargv(int node, int attempt, struct buf *b)
-{
-	static char **argv;
-	static size_t cap;
-	static size_t *offs;
-	struct node *n = &nodes[node];
-	const char *s, *w, *sh;
-	size_t k, na = 0, i;
-	int direct = n->direct;
-
-	b->len = 0;
-	sh = n->shell ? n->shell : cfg.shell;
-	for (s = direct ? n->cmd : sh; ; ) {
-		s += strspn(s, " \t");
-		if (!*s)
-			break;
-		k = strcspn(s, " \t");
-		if (na + 4 > cap) {
-			cap = 2 * cap + 16;
-			argv = xrealloc(argv, cap * sizeof(*argv));
-			offs = xrealloc(offs, cap * sizeof(*offs));
-		}
-		offs[na++] = b->len;
-		if (direct)
-			fill(b, node, attempt, s, k, 0);
-		else
-			bufadd(b, s, k);
-		bufadd(b, "", 1);
-		s += k;
-	}
-	if (!direct) {
-		w = strpbrk(sh, " \t");
-		if (!w || !w[strspn(w, " \t")]) {
-			offs[na++] = b->len;
-			bufadd(b, "-c", 3);
-		}
-		offs[na++] = b->len;
-		fill(b, node, attempt, n->cmd, strlen(n->cmd), 1);
-		bufadd(b, "", 1);
-	}
-	for (i = 0; i < na; i++)
-		argv[i] = b->s + offs[i];
-	argv[na] = NULL;
-	return argv;
 }
 
 static char *
@@ -612,6 +496,31 @@ onskip(int n)
 	logskip(n);
 }
 
+/* a fan-out node is ready: its inputs become jobs */
+static int
+onexpand(int g)
+{
+	char *msg;
+	int line, i;
+
+	if ((line = fanexpand(g, &msg))) {
+		logerror("%s:%d: %s: %s", cfg.file, line, nodes[g].name, msg);
+		logwarn("%s:%d: %s: %s", cfg.file, line, nodes[g].name, msg);
+		free(msg);
+		if (!nodes[g].allowfail) {
+			nbad++;
+			if (cfg.onfail != FCONTINUE)
+				stop();
+		}
+		return -1;
+	}
+	for (i = nodes[g].first; i < nodes[g].first + nodes[g].njobs; i++)
+		nodes[i].want = 1;
+	logexpand(g);
+	calsetup(g);
+	return nodes[g].njobs;
+}
+
 static void
 killall(int sig)
 {
@@ -641,13 +550,155 @@ stop(void)
 	stopping = 1;
 }
 
+/* the output of a job that succeeded goes to its place, any other's
+ * temporary away; the output's size, or -1 */
+static long long
+outdone(struct job *j, int *status)
+{
+	const char *tmp = fantmp(j->node), *out = nodes[j->node].output;
+	struct stat st;
+
+	if (*status || j->killed) {
+		unlink(tmp);
+		return -1;
+	}
+	if (stat(tmp, &st) < 0) {
+		jobmsg(j, "no output: %s: %s", tmp, strerror(errno));
+		*status = 1;
+		return -1;
+	}
+	if (rename(tmp, out) < 0) {
+		jobmsg(j, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+		unlink(tmp);
+		*status = 1;
+		return -1;
+	}
+	return st.st_size;
+}
+
+/* jobs of g held by its limit: k more may try again */
+static void
+unpark(int g, int k)
+{
+	int n;
+
+	while (k-- > 0 && (n = nodes[g].parked) >= 0) {
+		if ((nodes[g].parked = nodes[n].link) < 0)
+			nodes[g].parktail = -1;
+		if (nodes[n].state == SREADY)
+			dagpush(n);
+	}
+}
+
+static void
+park(int g, int n)
+{
+	dagmark(n, SREADY);
+	nodes[n].link = -1;
+	if (nodes[g].parktail >= 0)
+		nodes[nodes[g].parktail].link = n;
+	else
+		nodes[g].parked = n;
+	nodes[g].parktail = n;
+}
+
+/* where n's outputs go, for the free space they may take */
+static const char *
+outdirof(int n)
+{
+	static char dir[PATH_MAX];
+	const char *out = n >= 0 ? nodes[n].output : NULL, *slash;
+
+	if (!out || !(slash = strrchr(out, '/')))
+		return ".";
+	snprintf(dir, sizeof(dir), "%.*s", slash == out ? 1 : (int)(slash - out), out);
+	return dir;
+}
+
+/* a fan-out node's width from one job's CPU per second, peak RSS and
+ * output bytes: the fewest that fit the set share of CPUs, available
+ * memory and free disk (seed 003's rule) */
+static void
+calapply(int g, double cpu, double rss, double bytes, int job)
+{
+	static const char *const what[] = {"cpu", "memory", "disk"};
+	struct fan *f = nodes[g].fan;
+	double lim[3] = {-1, -1, -1}, best = -1;
+	long long used, limit, disk;
+	char text[3][32];
+	int i, which = -1;
+
+	if (cpu > 0.001)
+		lim[0] = f->calpct[0] / 100 * ncpus / cpu;
+	if (rss > 0 && resmem(&used, &limit) == 0)
+		lim[1] = f->calpct[1] / 100 * (limit - used) / rss;
+	if (bytes > 0 && (disk = resdiskfree(outdirof(job))) >= 0)
+		lim[2] = f->calpct[2] / 100 * disk / bytes;
+	for (i = 0; i < 3; i++) {
+		if (lim[i] >= 0 && (best < 0 || lim[i] < best)) {
+			best = lim[i];
+			which = i;
+		}
+		if (lim[i] < 0)
+			snprintf(text[i], sizeof(text[i]), "-");
+		else
+			snprintf(text[i], sizeof(text[i]), "%.0f", lim[i] < 1e9 ? (double)(long)lim[i] : 1e9);
+	}
+	nodes[g].limit = best < 0 ? 0 : best < 1 ? 1 : best > 1e6 ? 1000000 : (int)best;
+	nodes[g].calib = 0;
+	loginfo("calibration %s: cpu %.3f rss %.0f output %.0f; limits cpu %s memory %s disk %s; "
+	    "at most %d at once (%s)", nodes[g].name, cpu, rss, bytes, text[0], text[1], text[2],
+	    nodes[g].limit, which < 0 ? "no limit" : what[which]);
+	if (!cfg.quiet) {
+		if (logtty())
+			logstatus(0, -1, 0, NULL);
+		printf("calibrated %s: ", nodes[g].name);
+		if (nodes[g].limit)
+			printf("at most %d at once (%s)\n", nodes[g].limit, what[which]);
+		else
+			printf("no limit\n");
+	}
+	unpark(g, nodes[g].limit ? nodes[g].limit - nodes[g].nrunning : INT_MAX);
+}
+
+/* the calibration job of g ended well */
+static void
+calibrated(int g, struct job *j, double secs, long long bytes)
+{
+	double cpu = secs > 0 ? j->cpu / secs : 0, rss = 1024.0 * j->maxrss;
+
+	logcalsave(nodes[g].name, cpu, rss, bytes > 0 ? (double)bytes : 0);
+	calapply(g, cpu, rss, bytes > 0 ? (double)bytes : 0, j->node);
+}
+
+/* a fan-out node that calibrates: measured before, or one job first */
+static void
+calsetup(int g)
+{
+	double v[3];
+
+	if (!nodes[g].fan->calibrate || !nodes[g].njobs)
+		return;
+	if (nodes[g].fan->calibrate == 1 && logcalread(nodes[g].name, v) == 0) {
+		loginfo("calibration %s: from an earlier run", nodes[g].name);
+		calapply(g, v[0], v[1], v[2], nodes[g].first);
+		return;
+	}
+	nodes[g].calib = 1;
+	nodes[g].limit = 1;
+	loginfo("calibration %s: one job alone first", nodes[g].name);
+}
+
 /* the job ended with status (128+n for signal n) */
 static void
-jobfinish(struct job *j, int status, const struct rusage *ru)
+jobfinish(struct job *j, int status)
 {
 	struct jobinfo ji;
-	int n = j->node, s;
+	int n = j->node, s, g = nodes[n].parent;
+	long long bytes = -1;
 
+	if (nodes[n].output)
+		bytes = outdone(j, &status);
 	lanedone(j);
 	if (j->pid > 0)
 		cpusrun -= nodes[n].cpus;
@@ -671,15 +722,18 @@ jobfinish(struct job *j, int status, const struct rusage *ru)
 	ji.start = j->start;
 	ji.end = j->start + (mono() - j->t0);
 	ji.allowed = s == SFAILED && nodes[n].allowfail;
-	if (ru) {
-		ji.cpu = ru->ru_utime.tv_sec + ru->ru_utime.tv_usec / 1e6 +
-		    ru->ru_stime.tv_sec + ru->ru_stime.tv_usec / 1e6;
-		ji.maxrss = ru->ru_maxrss;
-	}
+	ji.cpu = j->cpu;
+	ji.maxrss = j->maxrss;
 	if (s == SFAILED && !ji.allowed)
 		nbad++;
 	logend(&ji);
-	dagdone(n, s, onskip);
+	if (g >= 0) {
+		nodes[g].nrunning--;
+		if (nodes[g].calib && s == SOK)
+			calibrated(g, j, ji.end - ji.start, bytes);
+		unpark(g, 1);
+	}
+	dagdone(n, s);
 	if (s == SFAILED && !ji.allowed && cfg.onfail != FCONTINUE) {
 		stop();
 		if (cfg.onfail == FABORT && nrun)
@@ -772,15 +826,46 @@ spawn(struct job *j, const char *path, char **argv, char **envp)
 	return posix_spawn(&j->pid, path, &l->fa, &at, argv, envp);
 }
 
+static int
+retryable(int e)
+{
+	return e == EAGAIN || e == ENOMEM || e == EMFILE || e == ENFILE;
+}
+
+/* start job j's cmd (or its post): 0, or an errno; the job's stderr says
+ * why unless it is worth a retry */
+static int
+jobexec(struct job *j, int post)
+{
+	int n = j->node, e = 0;
+	const char *path, *pathenv = nodepath(n);
+	char **argv = cmdargv(n, j->attempt, post), **envp = jobenv(j);
+
+	path = findprog(argv[0], pathenv, !nodes[n].dir, &e, 0);
+	if (path && (nodes[n].dir || nodes[n].hasnice || nodes[n].memlimit)) {
+		j->pid = forkexec(j, path, argv, envp);
+		e = j->pid < 0 ? errno : 0;
+	} else if (path) {
+		e = spawn(j, path, argv, envp);
+		if (e == ENOENT && (path = findprog(argv[0], pathenv, 1, &e, 1)))
+			e = spawn(j, path, argv, envp);
+	}
+	if (e == ENOENT)
+		jobmsg(j, "%s: command not found", argv[0]);
+	else if (e && !retryable(e))
+		jobmsg(j, "cannot run '%s': %s", argv[0], strerror(e));
+	return e;
+}
+
 /* start node n; 0 started or finished at once, -1 retry later */
 static int
 jobstart(int n)
 {
-	static struct buf b, shown;
-	const char *path, *pathenv = nodepath(n);
-	char **argv, **envp;
+	static char *shown;
+	static size_t capshown;
 	struct job *j;
-	int e = 0, lane;
+	int e = 0, lane, g = nodes[n].parent;
+	char *why;
 
 	if ((lane = laneget()) < 0)
 		return -1;
@@ -793,27 +878,25 @@ jobstart(int n)
 	j->attempt = 1;
 	j->lane = lane;
 	j->bol[0] = j->bol[1] = 1;
-	if (nodes[n].stale & 1)
+	if (nodes[n].stale & 5)
 		unlink(logpath(n, 1));
-	if (nodes[n].stale & 2)
+	if (nodes[n].stale & 6)
 		unlink(logpath(n, 2));
 	nodes[n].stale = 0;
-	argv = jobargv(n, 1, &b);
-	envp = jobenv(j);
+	if (g >= 0)
+		nodes[g].nrunning++;
 	if (cfg.verbose)
-		cmdexpand(n, 1, &shown.s, &shown.cap);
+		cmdexpand(n, 1, 0, &shown, &capshown);
 	j->t0 = mono();
 	j->start = wall();
-	path = findprog(argv[0], pathenv, !nodes[n].dir, &e, 0);
-	if (path && nodes[n].dir) {
-		j->pid = forkexec(j, path, argv, envp);
-		e = j->pid < 0 ? errno : 0;
-	} else if (path) {
-		e = spawn(j, path, argv, envp);
-		if (e == ENOENT && (path = findprog(argv[0], pathenv, 1, &e, 1)))
-			e = spawn(j, path, argv, envp);
-	}
-	if (e == EAGAIN || e == ENOMEM || e == EMFILE || e == ENFILE) {
+	if (nodes[n].output && fanprep(n, &why) < 0) {
+		jobmsg(j, "%s: %s", why, strerror(errno));
+		e = EACCES;
+	} else
+		e = jobexec(j, 0);
+	if (retryable(e)) {
+		if (g >= 0)
+			nodes[g].nrunning--;
 		freelanes[nfreelanes++] = lane;
 		j->next = freejobs;
 		freejobs = j;
@@ -821,20 +904,36 @@ jobstart(int n)
 		return -1;
 	}
 	if (e) {
-		if (e == ENOENT)
-			jobmsg(j, "%s: command not found", argv[0]);
-		else
-			jobmsg(j, "cannot run '%s': %s", argv[0], strerror(e));
 		j->pid = 0;
-		logstart(n, 1, 0, shown.s);
-		jobfinish(j, e == ENOENT ? 127 : 126, NULL);
+		logstart(n, 1, 0, shown);
+		jobfinish(j, e == ENOENT ? 127 : 126);
 		return 0;
 	}
 	if (nrun == caprun)
 		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
 	run[nrun++] = j;
 	cpusrun += nodes[n].cpus;
-	logstart(n, 1, j->pid, shown.s);
+	if (g >= 0 && nodes[g].calib)
+		dagmark(n, SCALIBRATING);
+	logstart(n, 1, j->pid, shown);
+	return 0;
+}
+
+/* after a cmd that succeeded, its post; 1 if it runs now */
+static int
+poststart(struct job *j, int *status)
+{
+	int e;
+
+	if (*status || j->killed || j->post || !nodes[j->node].postcmd)
+		return 0;
+	j->post = 1;
+	e = jobexec(j, 1);
+	if (!e)
+		return 1;
+	if (retryable(e))
+		jobmsg(j, "cannot run post: %s", strerror(e));
+	*status = e == ENOENT ? 127 : 126;
 	return 0;
 }
 
@@ -857,10 +956,17 @@ reap(void)
 		if (i == nrun)
 			continue;	/* an orphan we adopted as subreaper */
 		j = run[i];
-		run[i] = run[--nrun];
 		status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
+		if (!j->post) {
+			j->cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+			    ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+			j->maxrss = ru.ru_maxrss;
+		}
+		if (poststart(j, &status))
+			continue;
+		run[i] = run[--nrun];
 		blocked = 0;
-		jobfinish(j, status, &ru);
+		jobfinish(j, status);
 	}
 }
 
@@ -1162,12 +1268,17 @@ gatesetup(void)
 static void
 launch(void)
 {
-	int n;
+	int n, g;
 
 	while (!stopping && !paused && !blocked && (!cfg.jobs || nrun < cfg.jobs)) {
 		if ((n = dagpop()) < 0) {
 			waitsince = 0;
 			return;
+		}
+		g = nodes[n].parent;
+		if (g >= 0 && nodes[g].limit && nodes[g].nrunning >= nodes[g].limit) {
+			park(g, n);
+			continue;
 		}
 		if (!admit(n)) {
 			dagpush(n);
@@ -1181,7 +1292,7 @@ launch(void)
 				logerror("cannot start %s: %s", nodes[n].name, strerror(errno));
 				warn("cannot start %s:", nodes[n].name);
 				nbad++;
-				dagdone(n, SFAILED, onskip);
+				dagdone(n, SFAILED);
 				stop();
 				return;
 			}
@@ -1257,7 +1368,10 @@ schedrun(void)
 #endif
 	pfd.fd = selfpipe[0];
 	pfd.events = POLLIN;
-	dagstart();
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].expanded && nodes[i].want)
+			calsetup(i);
+	dagstart(onexpand, onskip);
 	logrunstart(dagtotal());
 	if (cfg.deadline > 0) {
 		deadlineat = t0 + cfg.deadline;
