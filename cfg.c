@@ -33,6 +33,7 @@ enum section {
 	SECRUN,
 	SECRES,
 	SECNODE,
+	SECPROBE,
 };
 
 void
@@ -533,13 +534,17 @@ lookupkey(const char *const *keys, unsigned n, const char *key, unsigned *seen,
 	return i;
 }
 
+static struct plugin *newplugin(char *, int);
+
 static void
 runkey(const char *key, char *v, int line)
 {
 	static unsigned seen;
 	static const char *const keys[] = {
 		"jobs", "on_failure", "state_dir", "shell", "kill_grace", "deadline",
+		"capacity", "capacity_every", "capacity_timeout",
 	};
+	static struct plugin *cap;
 	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[run]", line)) {
 	case 0:
 		cfg.jobs = (int)integer(key, v, 0, INT_MAX, line);
@@ -570,6 +575,74 @@ runkey(const char *key, char *v, int line)
 	case 5:
 		if ((cfg.deadline = duration(key, v, line)) <= 0)
 			cfgerror(line, "deadline: expected a duration above 0");
+		break;
+	default:
+		if (!cap) {
+			cap = newplugin("capacity", line);
+			cap->next = cfg.plugins;
+			cfg.plugins = cap;
+		}
+		if (!strcmp(key, "capacity")) {
+			if (!v[strspn(v, " \t")])
+				cfgerror(line, "capacity: expected a command");
+			cap->cmd = v;
+			cap->line = line;
+		} else if (!strcmp(key, "capacity_every")) {
+			if ((cap->every = duration(key, v, line)) < 0.01)
+				cfgerror(line, "capacity_every: expected at least 10ms");
+		} else if ((cap->timeout = duration(key, v, line)) <= 0)
+			cfgerror(line, "capacity_timeout: expected a duration above 0");
+	}
+}
+
+static struct plugin *
+newplugin(char *name, int line)
+{
+	struct plugin *p = arena(sizeof(*p));
+
+	memset(p, 0, sizeof(*p));
+	p->name = name;
+	p->line = line;
+	p->every = 5;
+	p->timeout = 10;
+	return p;
+}
+
+/* [probe NAME]: a command that prints one number */
+static void
+probekey(struct plugin *p, unsigned *seen, const char *key, char *v, int line)
+{
+	static const char *const keys[] = {"cmd", "min", "max", "every", "timeout"};
+	char section[300], *end;
+	double x;
+
+	snprintf(section, sizeof(section), "[probe %s]", p->name);
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, seen, 0, section, line)) {
+	case 0:
+		if (!v[strspn(v, " \t")])
+			cfgerror(line, "cmd: empty command");
+		p->cmd = v;
+		break;
+	case 1:
+	case 2:
+		x = strtod(v, &end);
+		if (!*v || *end || x != x || x > 1e300 || x < -1e300)
+			cfgerror(line, "%s: expected a number, got '%s'", key, v);
+		if (*key == 'm' && key[1] == 'i') {
+			p->min = x;
+			p->hasmin = 1;
+		} else {
+			p->max = x;
+			p->hasmax = 1;
+		}
+		break;
+	case 3:
+		if ((p->every = duration(key, v, line)) < 0.01)
+			cfgerror(line, "every: expected at least 10ms");
+		break;
+	case 4:
+		if ((p->timeout = duration(key, v, line)) <= 0)
+			cfgerror(line, "timeout: expected a duration above 0");
 		break;
 	}
 }
@@ -766,6 +839,26 @@ nodecheck(struct node *n)
 	n->parked = n->parktail = -1;
 }
 
+/* a new [probe NAME], after the others */
+static struct plugin *
+addprobe(char *name, int line)
+{
+	struct plugin *p, **pp;
+	char *c;
+
+	if (!*name)
+		cfgerror(line, "probe needs a name: [probe NAME]");
+	for (c = name; *c; c++)
+		if (!namechar((unsigned char)*c))
+			cfgerror(line, "bad probe name '%s' (letters, digits and ._-+@)", name);
+	for (pp = &cfg.plugins; *pp; pp = &(*pp)->next)
+		if ((*pp)->probe && !strcmp((*pp)->name, name))
+			cfgerror(line, "duplicate probe '%s' (first at line %d)", name, (*pp)->line);
+	p = *pp = newplugin(name, line);
+	p->probe = 1;
+	return p;
+}
+
 /* a section header's type and, for [node NAME], its name */
 static int
 header(char *s, size_t n, int line, char **name)
@@ -792,13 +885,13 @@ header(char *s, size_t n, int line, char **name)
 		return SECRUN;
 	if (wn == 9 && !memcmp(s, "resources", 9) && !n)
 		return SECRES;
-	if (wn == 4 && !memcmp(s, "node", 4)) {
+	if ((wn == 4 && !memcmp(s, "node", 4)) || (wn == 5 && !memcmp(s, "probe", 5))) {
 		for (e = w; e < w + n; e++)
 			if (isblank_(*e))
 				cfgerror(line, "bad node name '%.*s' (letters, digits and ._-+@)", (int)n, w);
 		*name = w;
 		w[n] = 0;
-		return SECNODE;
+		return wn == 4 ? SECNODE : SECPROBE;
 	}
 	cfgerror(line, "unknown section [%.*s]", (int)all, s);
 }
@@ -872,6 +965,7 @@ cfgparse(const char *file, struct var *d)
 	size_t len, n, kn, vn;
 	int line, sec = SECNONE, cur = -1, i;
 	unsigned seen = 0;
+	struct plugin *probe = NULL;
 
 	cfg.file = file;
 	cfg.jobs = -1;
@@ -894,6 +988,10 @@ cfgparse(const char *file, struct var *d)
 		trim(&s, &n);
 		if (n && *s == '[') {
 			sec = header(s, n, line, &name);
+			if (sec == SECPROBE) {
+				probe = addprobe(name, line);
+				seen = 0;
+			}
 			if (sec == SECNODE) {
 				cur = newnode(name, line);
 				seen = 0;
@@ -914,6 +1012,9 @@ cfgparse(const char *file, struct var *d)
 		case SECRES:
 			reskey(k, value(v, vn, line), line);
 			break;
+		case SECPROBE:
+			probekey(probe, &seen, k, value(v, vn, line), line);
+			break;
 		case SECNODE:
 			nodekey(&nodes[cur], &seen, k, value(v, vn, line), line);
 			break;
@@ -921,6 +1022,13 @@ cfgparse(const char *file, struct var *d)
 	}
 	for (i = 0; i < nnodes; i++)
 		nodecheck(&nodes[i]);
+	for (probe = cfg.plugins; probe; probe = probe->next) {
+		if (!probe->cmd)
+			cfgerror(probe->line, probe->probe ? "probe '%s' has no cmd" :
+			    "%s_every or %s_timeout without capacity", probe->name, probe->name);
+		if (probe->hasmin && probe->hasmax && probe->min > probe->max)
+			cfgerror(probe->line, "probe '%s': min is above max", probe->name);
+	}
 	slash = strrchr(file, '/');
 	cfg.dir = slash ? arenastr(file, slash == file ? 1 : slash - file) : ".";
 }

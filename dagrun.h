@@ -100,6 +100,18 @@ struct node {
 	unsigned char calib;	/* measuring one job before the rest */
 };
 
+/* a command whose output sets a limit: [run] capacity, or a [probe] */
+struct plugin {
+	char *name;		/* "capacity", or the probe's name */
+	char *cmd;
+	int line;		/* of the section or the key */
+	int probe;		/* 0: capacity, 1: probe */
+	int hasmin, hasmax;
+	double min, max;	/* probe: jobs wait while the value is outside */
+	double every, timeout;	/* seconds */
+	struct plugin *next;
+};
+
 struct config {
 	const char *file;	/* as given */
 	char *dir;		/* the config file's directory */
@@ -116,6 +128,7 @@ struct config {
 	char *diskpath;		/* NULL: the state directory */
 	double poll;		/* seconds between checks while waiting */
 	double waittimeout;	/* give up waiting, 0 never */
+	struct plugin *plugins;	/* capacity first, then probes in file order */
 };
 
 struct var {
@@ -266,6 +279,25 @@ int fanprep(int n, char **why);
 char **cmdargv(int n, int attempt, int post);
 /* job n's cmd (or post) as the shell would read it, into *buf */
 void cmdexpand(int n, int attempt, int post, char **buf, size_t *cap);
+
+/* plug.c: capacity and probe commands */
+struct pollfd;
+/* ready the plugins; nul is /dev/null, their stderr goes to dir/logs */
+void plugsetup(int nul, const char *dir);
+/* read their output, end those past their timeout, start those due (when
+ * start) */
+void plugwork(double now, int start);
+/* a reaped pid with its status: 1 if it was a plugin's */
+int plugreap(long pid, int status);
+/* their open pipes into pfd; returns how many */
+int plugfds(struct pollfd *pfd);
+/* seconds until a plugin is due or overdue */
+double plugwake(double now);
+/* may a job start beside nrun running?  If not, why says which holds it */
+int plugadmit(int nrun, char *why, size_t n);
+/* kill and reap what still runs */
+void plugstop(void);
+int plugcount(void);
 
 /* sched.c */
 /* run the selected graph; returns the exit status */

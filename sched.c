@@ -94,6 +94,7 @@ static int nsusp;		/* jobs stopped for memory */
 static double waitsince;	/* launching waits on a gate since, 0 not */
 static double lastwaitlog, nextsuspend;
 static char waitwhy[192];
+static int nplug;		/* capacity and probes */
 
 static void stop(void);
 static void calsetup(int);
@@ -590,16 +591,27 @@ unpark(int g, int k)
 	}
 }
 
+/* hold n until a job of g ends; held jobs keep their input order (one let
+ * go but beaten to the slot goes back near the head) */
 static void
 park(int g, int n)
 {
+	int *p;
+
 	dagmark(n, SREADY);
-	nodes[n].link = -1;
-	if (nodes[g].parktail >= 0)
-		nodes[nodes[g].parktail].link = n;
-	else
-		nodes[g].parked = n;
-	nodes[g].parktail = n;
+	if (nodes[g].parktail < 0 || nodes[g].parktail < n) {
+		nodes[n].link = -1;
+		if (nodes[g].parktail >= 0)
+			nodes[nodes[g].parktail].link = n;
+		else
+			nodes[g].parked = n;
+		nodes[g].parktail = n;
+		return;
+	}
+	for (p = &nodes[g].parked; *p < n; p = &nodes[*p].link)
+		;
+	nodes[n].link = *p;
+	*p = n;
 }
 
 /* where n's outputs go, for the free space they may take */
@@ -743,13 +755,28 @@ jobfinish(struct job *j, int status)
 	freejobs = j;
 }
 
+/* RLIMIT_AS for the job: soft and hard, never above the hard limit now */
+static int
+memlimit(long long bytes)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_AS, &rl) < 0)
+		return -1;
+	if (rl.rlim_max != RLIM_INFINITY && (rlim_t)bytes > rl.rlim_max)
+		bytes = rl.rlim_max;
+	rl.rlim_cur = rl.rlim_max = (rlim_t)bytes;
+	return setrlimit(RLIMIT_AS, &rl);
+}
+
 /* fork and exec for what posix_spawn cannot do (a working directory);
  * an exec failure comes back through a close-on-exec pipe */
 static pid_t
 forkexec(struct job *j, const char *path, char **argv, char **envp)
 {
 	int out = lanes[j->lane].fd[0], err = lanes[j->lane].fd[1];
-	const char *dir = nodes[j->node].dir;
+	struct node *nd = &nodes[j->node];
+	const char *dir = nd->dir;
 	int alive[2], e[2] = {0, 0};
 	ssize_t r;
 	sigset_t none;
@@ -772,6 +799,10 @@ forkexec(struct job *j, const char *path, char **argv, char **envp)
 			e[0] = 1;
 		else if (dir && chdir(dir) < 0)
 			e[0] = 2;
+		else if (nd->hasnice && (errno = 0, nice(nd->nice) == -1) && errno)
+			e[0] = 4;
+		else if (nd->memlimit && memlimit(nd->memlimit) < 0)
+			e[0] = 5;
 		else
 			execve(path, argv, envp);
 		if (!e[0])
@@ -788,6 +819,10 @@ forkexec(struct job *j, const char *path, char **argv, char **envp)
 	close(alive[0]);
 	if (r == sizeof(e) && e[0] == 2)
 		jobmsg(j, "cannot change to directory '%s': %s", dir, strerror(e[1]));
+	else if (r == sizeof(e) && e[0] == 4)
+		jobmsg(j, "nice %d: %s", nd->nice, strerror(e[1]));
+	else if (r == sizeof(e) && e[0] == 5)
+		jobmsg(j, "mem_limit: %s", strerror(e[1]));
 	else if (r == sizeof(e) && e[1] == ENOENT)
 		jobmsg(j, "%s: command not found", argv[0]);
 	else if (r == sizeof(e))
@@ -953,10 +988,12 @@ reap(void)
 			return;
 		for (i = 0; i < nrun && run[i]->pid != pid; i++)
 			;
-		if (i == nrun)
-			continue;	/* an orphan we adopted as subreaper */
-		j = run[i];
 		status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
+		if (i == nrun) {
+			plugreap(pid, status);
+			continue;	/* or an orphan we adopted as subreaper */
+		}
+		j = run[i];
 		if (!j->post) {
 			j->cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
 			    ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
@@ -1101,6 +1138,8 @@ admit(int n)
 		snprintf(waitwhy, sizeof(waitwhy), "memory_suspend_percent: a job is suspended");
 		return 0;
 	}
+	if (nplug && !plugadmit(nrun, waitwhy, sizeof(waitwhy)))
+		return 0;	/* a plugin's word holds even when nothing runs */
 	if (!nrun)
 		return 1;	/* one job may always start: a gate never deadlocks */
 	if (nd->cpus > 0 && cpusrun + nd->cpus > ncpus + 1e-9) {
@@ -1339,6 +1378,8 @@ nextwake(void)
 		t = 0.5;
 	if (nrun && logtty() && t > 1)
 		t = 1;
+	if (nplug && t > plugwake(now))
+		t = plugwake(now);
 	return t == 1e9 ? -1 : (int)(t * 1000) + 1;
 }
 
@@ -1347,8 +1388,8 @@ schedrun(void)
 {
 	double t0 = mono();
 	char deadlinetext[32];
-	struct pollfd pfd;
-	int i, code;
+	struct pollfd *pfd;
+	int i, code, npfd;
 
 	gatesetup();	/* refuse an unreadable gate before touching anything */
 	if (lockacquire(cfg.statedir) < 0)
@@ -1366,8 +1407,11 @@ schedrun(void)
 	/* orphaned grandchildren come to us, so a group's end can be seen */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 #endif
-	pfd.fd = selfpipe[0];
-	pfd.events = POLLIN;
+	plugsetup(devnull, cfg.statedir);
+	nplug = plugcount();
+	pfd = xmalloc((nplug + 1) * sizeof(*pfd));
+	pfd[0].fd = selfpipe[0];
+	pfd[0].events = POLLIN;
 	for (i = 0; i < nnodes; i++)
 		if (nodes[i].expanded && nodes[i].want)
 			calsetup(i);
@@ -1378,6 +1422,8 @@ schedrun(void)
 		snprintf(deadlinetext, sizeof(deadlinetext), "%gs", cfg.deadline);
 	}
 	for (;;) {
+		if (nplug)
+			plugwork(mono(), !stopping);
 		launch();
 		if (!nrun && (stopping || !dagnready())) {
 			prune();
@@ -1386,7 +1432,8 @@ schedrun(void)
 		}
 		status();
 		logflush();
-		if (poll(&pfd, 1, nextwake()) > 0) {
+		npfd = 1 + (nplug ? plugfds(pfd + 1) : 0);
+		if (poll(pfd, npfd, nextwake()) > 0) {
 			onsignals();
 			reap();
 		}
@@ -1403,6 +1450,8 @@ schedrun(void)
 			expire("deadline passed (%s after the start): jobs terminated", deadlinetext);
 		suspendcheck();
 	}
+	plugstop();
+	free(pfd);
 	laneclose();
 	if (stopping)
 		dagcancel(SCANCELLED, onskip);

@@ -1,0 +1,336 @@
+/* plugins: commands that print a number, run now and then beside the jobs */
+#define _POSIX_C_SOURCE 200809L
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "dagrun.h"
+
+extern char **environ;
+
+/* what a plugin is doing, beside its config */
+struct run {
+	struct plugin *p;
+	pid_t pid;		/* running now, 0 not */
+	int fd;			/* its stdout, -1 closed */
+	int status;		/* exit status once reaped, -1 not yet */
+	char out[256];
+	size_t nout;
+	double started, next;	/* monotonic */
+	double value;
+	int have;		/* value holds a reading */
+	int tried;		/* it has answered, or failed to, once */
+	int bad;		/* the last run failed (logged once) */
+	int held;		/* the last reading held launches */
+	int killed;		/* timed out */
+};
+
+static struct run *runs;
+static int nruns;
+static int devnull = -1;
+static const char *statedir;
+
+void
+plugsetup(int nul, const char *dir)
+{
+	struct plugin *p;
+	int i = 0;
+
+	devnull = nul;
+	statedir = dir;
+	for (p = cfg.plugins; p; p = p->next)
+		nruns++;
+	runs = xcalloc(nruns ? nruns : 1, sizeof(*runs));
+	for (p = cfg.plugins; p; p = p->next, i++) {
+		runs[i].p = p;
+		runs[i].fd = -1;
+		runs[i].status = -1;
+	}
+}
+
+/* the counts of the run, for a plugin's environment */
+static char **
+plugenv(void)
+{
+	static char **env, vars[6][64];
+	static int cap;
+	int n = 0, i, e = 0;
+
+	while (environ[n])
+		n++;
+	if (cap < n + 7)
+		env = xrealloc(env, (cap = n + 7) * sizeof(*env));
+	snprintf(vars[0], sizeof(vars[0]), "DAGRUN_RUNNING=%d",
+	    dagcount[SRUNNING] + dagcount[SCALIBRATING] + dagcount[SSUSPENDED]);
+	snprintf(vars[1], sizeof(vars[1]), "DAGRUN_WAITING=%d",
+	    dagcount[SWAITING] + dagcount[SREADY]);
+	snprintf(vars[2], sizeof(vars[2]), "DAGRUN_DONE=%d", dagcount[SOK] + dagcount[SFAILED] +
+	    dagcount[STIMEOUT] + dagcount[SCANCELLED] + dagcount[SSKIPPED]);
+	snprintf(vars[3], sizeof(vars[3]), "DAGRUN_FAILED=%d", dagcount[SFAILED] +
+	    dagcount[STIMEOUT]);
+	snprintf(vars[4], sizeof(vars[4]), "DAGRUN_OK=%d", dagcount[SOK]);
+	snprintf(vars[5], sizeof(vars[5]), "DAGRUN_JOBS=%d", cfg.jobs);
+	for (i = 0; i < 6; i++)
+		env[e++] = vars[i];
+	for (i = 0; i < n; i++)
+		if (strncmp(environ[i], "DAGRUN_", 7))
+			env[e++] = environ[i];
+	env[e] = NULL;
+	return env;
+}
+
+static const char *
+errpath(const struct run *r)
+{
+	static char path[4096];
+
+	snprintf(path, sizeof(path), "%s/logs/~%s%s.err", statedir, r->p->probe ? "probe." : "",
+	    r->p->name);
+	return path;
+}
+
+/* start plugin r: shell -c cmd, stdout to a pipe, stderr to its file */
+static void
+plugrun(struct run *r, double now)
+{
+	static posix_spawnattr_t at;
+	static int haveat;
+	posix_spawn_file_actions_t fa;
+	sigset_t none;
+	char *argv[4];
+	int p[2], e;
+
+	r->next = now + r->p->every;
+	if (pipe(p) < 0) {
+		logerror("%s: pipe: %s", r->p->name, strerror(errno));
+		return;
+	}
+	fcntl(p[0], F_SETFD, FD_CLOEXEC);
+	fcntl(p[1], F_SETFD, FD_CLOEXEC);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	if (!haveat) {
+		posix_spawnattr_init(&at);
+		sigemptyset(&none);
+		posix_spawnattr_setsigmask(&at, &none);
+		posix_spawnattr_setpgroup(&at, 0);
+		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+		haveat = 1;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, errpath(r), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+	argv[0] = cfg.shell;
+	argv[1] = "-c";
+	argv[2] = r->p->cmd;
+	argv[3] = NULL;
+	e = posix_spawn(&r->pid, cfg.shell, &fa, &at, argv, plugenv());
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (e) {
+		close(p[0]);
+		r->pid = 0;
+		logerror("%s: cannot run %s: %s", r->p->name, cfg.shell, strerror(e));
+		r->tried = 1;
+		return;
+	}
+	r->fd = p[0];
+	r->nout = 0;
+	r->status = -1;
+	r->killed = 0;
+	r->started = now;
+}
+
+/* the plugin's answer, once it has exited and its output is all read */
+static void
+plugdone(struct run *r)
+{
+	char *s = r->out, *end;
+	double v;
+	size_t n;
+
+	r->pid = 0;
+	r->tried = 1;
+	r->out[r->nout < sizeof(r->out) ? r->nout : sizeof(r->out) - 1] = 0;
+	s += strspn(s, " \t\r\n");
+	n = strlen(s);
+	while (n && strchr(" \t\r\n", s[n - 1]))
+		s[--n] = 0;
+	errno = 0;
+	v = strtod(s, &end);
+	if (r->killed) {
+		logerror("%s: no answer after %gs: killed, limits unchanged", r->p->name,
+		    r->p->timeout);
+	} else if (r->status) {
+		if (!r->bad)
+			logerror("%s: exit %d, limits unchanged (stderr: %s)", r->p->name, r->status,
+			    errpath(r));
+	} else if (!n || *end || errno || v != v || v > 1e300 || v < -1e300 ||
+	    (!r->p->probe && (v < 0 || v != (double)(long)v))) {
+		for (end = s; *end; end++)
+			if ((unsigned char)*end < 32 || *end == 127)
+				*end = '?';
+		if (!r->bad)
+			logerror("%s: expected %s, got '%.40s': limits unchanged", r->p->name,
+			    r->p->probe ? "a number" : "a whole number from 0", s);
+	} else {
+		if (r->bad || !r->have)
+			loginfo("%s: %g", r->p->name, v);
+		r->value = v;
+		r->have = 1;
+		r->bad = 0;
+		return;
+	}
+	r->bad = 1;
+}
+
+void
+plugwork(double now, int start)
+{
+	struct run *r;
+	char buf[512];
+	ssize_t k = -1;
+	size_t room;
+	int i;
+
+	for (i = 0; i < nruns; i++) {
+		r = &runs[i];
+		while (r->fd >= 0 && (k = read(r->fd, buf, sizeof(buf))) != 0) {
+			if (k < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN)
+					break;
+				k = 0;
+			}
+			if (k == 0)
+				break;
+			room = sizeof(r->out) - r->nout;
+			memcpy(r->out + r->nout, buf, (size_t)k < room ? (size_t)k : room);
+			r->nout += (size_t)k < room ? (size_t)k : room;
+		}
+		if (r->fd >= 0 && k == 0) {
+			close(r->fd);
+			r->fd = -1;
+		}
+		if (r->pid && !r->killed && now - r->started >= r->p->timeout) {
+			kill(-r->pid, SIGKILL);	/* the group: what holds the pipe too */
+			r->killed = 1;
+		}
+		if (r->pid && r->status >= 0 && (r->fd < 0 || r->killed)) {
+			if (r->fd >= 0) {
+				close(r->fd);
+				r->fd = -1;
+			}
+			plugdone(r);
+		}
+		if (!r->pid && now >= r->next && start)
+			plugrun(r, now);
+	}
+}
+
+int
+plugreap(long pid, int status)
+{
+	int i;
+
+	for (i = 0; i < nruns; i++)
+		if (runs[i].pid == pid && runs[i].status < 0) {
+			runs[i].status = status;
+			return 1;
+		}
+	return 0;
+}
+
+int
+plugfds(struct pollfd *pfd)
+{
+	int i, n = 0;
+
+	for (i = 0; i < nruns; i++)
+		if (runs[i].fd >= 0) {
+			pfd[n].fd = runs[i].fd;
+			pfd[n++].events = POLLIN;
+		}
+	return n;
+}
+
+double
+plugwake(double now)
+{
+	double t = 1e9, w;
+	int i;
+
+	for (i = 0; i < nruns; i++) {
+		w = runs[i].pid ? runs[i].started + runs[i].p->timeout : runs[i].next;
+		if (w - now < t)
+			t = w - now;
+	}
+	return t < 0 ? 0 : t;
+}
+
+int
+plugadmit(int nrun, char *why, size_t n)
+{
+	struct run *r;
+	int i, hold;
+
+	for (i = 0; i < nruns; i++) {
+		r = &runs[i];
+		if (!r->tried) {
+			snprintf(why, n, "%s: no reading yet", r->p->name);
+			return 0;
+		}
+		if (!r->have)
+			continue;
+		hold = !r->p->probe ? nrun >= r->value :
+		    (r->p->hasmax && r->value > r->p->max) || (r->p->hasmin && r->value < r->p->min);
+		if (hold != r->held)
+			loginfo("%s: %g: launching %s", r->p->name, r->value, hold ? "held" :
+			    "allowed");
+		r->held = hold;
+		if (!hold)
+			continue;
+		if (!r->p->probe)
+			snprintf(why, n, "capacity: %d running, the plugin allows %g", nrun, r->value);
+		else if (r->p->hasmax && r->value > r->p->max)
+			snprintf(why, n, "probe %s: %g > max %g", r->p->name, r->value, r->p->max);
+		else
+			snprintf(why, n, "probe %s: %g < min %g", r->p->name, r->value, r->p->min);
+		return 0;
+	}
+	return 1;
+}
+
+void
+plugstop(void)
+{
+	int i, st;
+
+	for (i = 0; i < nruns; i++) {
+		if (!runs[i].pid)
+			continue;
+		if (runs[i].status < 0) {
+			kill(-runs[i].pid, SIGKILL);
+			while (waitpid(runs[i].pid, &st, 0) < 0 && errno == EINTR)
+				;
+		}
+		if (runs[i].fd >= 0)
+			close(runs[i].fd);
+		runs[i].pid = 0;
+		runs[i].fd = -1;
+	}
+}
+
+int
+plugcount(void)
+{
+	return nruns;
+}
