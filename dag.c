@@ -423,8 +423,11 @@ dagdone(int n, int s)
 	finish(n, s);
 	if (g < 0)
 		return;
-	if (s != SOK && !nodes[n].allowfail)
+	if (s != SOK && !nodes[n].allowfail) {
 		nodes[g].failed |= s == SCANCELLED ? 2 : 1;
+		if (s != SCANCELLED)
+			skipfrom(g, skipcb);	/* the node cannot succeed now */
+	}
 	if (!--nodes[g].pending)
 		finish(g, nodes[g].failed & 1 ? SFAILED : nodes[g].failed ? SCANCELLED : SOK);
 }

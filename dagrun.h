@@ -243,6 +243,8 @@ void loginfo(const char *, ...);
 void logwarn(const char *, ...);
 /* fan-out node n has its jobs */
 void logexpand(int n);
+/* which of a fan-out job's log files (1 out, 2 err) an earlier run left */
+int logstale(int n);
 /* the calibration measured for a node in an earlier run: 0, or -1 none */
 int logcalread(const char *node, double v[3]);
 void logcalsave(const char *node, double cpu, double rss, double bytes);

@@ -51,6 +51,45 @@ openlog(const char *name)
 	return f;
 }
 
+/* log files of fan-out jobs from an earlier run: file names, hashed */
+static char **stalejobs;
+static size_t capstale, nstale;
+
+static size_t
+stalehash(const char *s, size_t n)
+{
+	size_t h = 2166136261UL;
+
+	while (n--)
+		h = (h ^ (unsigned char)*s++) * 16777619UL;
+	return h;
+}
+
+static void
+addstale(const char *name)
+{
+	size_t i, j;
+	char **old;
+
+	if (2 * (nstale + 1) > capstale) {
+		old = stalejobs;
+		j = capstale;
+		capstale = capstale ? 2 * capstale : 256;
+		stalejobs = xcalloc(capstale, sizeof(*stalejobs));
+		nstale = 0;
+		while (j--)
+			if (old[j])
+				addstale(old[j]);
+		free(old);
+	}
+	for (i = stalehash(name, strlen(name)) & (capstale - 1); stalejobs[i];
+	    i = (i + 1) & (capstale - 1))
+		if (!strcmp(stalejobs[i], name))
+			return;
+	stalejobs[i] = xstrdup(name);
+	nstale++;
+}
+
 /* which nodes have logs from an earlier run, so that a job that prints
  * nothing leaves no stale file, without an unlink per job */
 static void
@@ -71,11 +110,9 @@ findstale(const char *dir)
 		memcpy(name, e->d_name, n - 4);
 		name[n - 4] = 0;
 		if ((k = cfgfind(name)) < 0) {
-			/* a fan-out job's: its jobs look for theirs as they start */
+			/* a fan-out job's: looked up as the job starts */
 			if (strchr(name, ':'))
-				*strchr(name, ':') = 0;
-			if ((k = cfgfind(name)) >= 0 && fanout(k))
-				nodes[k].stale |= 4;
+				addstale(e->d_name);
 			continue;
 		}
 		if (!strcmp(e->d_name + n - 3, "out"))
@@ -84,6 +121,27 @@ findstale(const char *dir)
 			nodes[k].stale |= 2;
 	}
 	closedir(d);
+}
+
+int
+logstale(int node)
+{
+	const char *p;
+	size_t i;
+	int fd, r = 0;
+
+	if (!nstale)
+		return 0;
+	for (fd = 1; fd <= 2; fd++) {
+		p = strrchr(logpath(node, fd), '/') + 1;
+		for (i = stalehash(p, strlen(p)) & (capstale - 1); stalejobs[i];
+		    i = (i + 1) & (capstale - 1))
+			if (!strcmp(stalejobs[i], p)) {
+				r |= fd;
+				break;
+			}
+	}
+	return r;
 }
 
 void

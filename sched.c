@@ -913,9 +913,11 @@ jobstart(int n)
 	j->attempt = 1;
 	j->lane = lane;
 	j->bol[0] = j->bol[1] = 1;
-	if (nodes[n].stale & 5)
+	if (g >= 0)
+		nodes[n].stale = logstale(n);
+	if (nodes[n].stale & 1)
 		unlink(logpath(n, 1));
-	if (nodes[n].stale & 6)
+	if (nodes[n].stale & 2)
 		unlink(logpath(n, 2));
 	nodes[n].stale = 0;
 	if (g >= 0)
