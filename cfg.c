@@ -34,6 +34,7 @@ enum section {
 	SECRES,
 	SECNODE,
 	SECPROBE,
+	SECPOOL,
 };
 
 void
@@ -542,7 +543,8 @@ runkey(const char *key, char *v, int line)
 	static unsigned seen;
 	static const char *const keys[] = {
 		"jobs", "on_failure", "state_dir", "shell", "kill_grace", "deadline",
-		"capacity", "capacity_every", "capacity_timeout",
+		"capacity", "capacity_every", "capacity_timeout", "notify", "notify_timeout",
+		"metrics_file",
 	};
 	static struct plugin *cap;
 	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[run]", line)) {
@@ -575,6 +577,20 @@ runkey(const char *key, char *v, int line)
 	case 5:
 		if ((cfg.deadline = duration(key, v, line)) <= 0)
 			cfgerror(line, "deadline: expected a duration above 0");
+		break;
+	case 9:
+		if (!v[strspn(v, " \t")])
+			cfgerror(line, "notify: expected a command");
+		cfg.notify = v;
+		break;
+	case 10:
+		if ((cfg.notifytimeout = duration(key, v, line)) <= 0)
+			cfgerror(line, "notify_timeout: expected a duration above 0");
+		break;
+	case 11:
+		if (!*v)
+			cfgerror(line, "metrics_file: expected a file");
+		cfg.metrics = v;
 		break;
 	default:
 		if (!cap) {
@@ -687,7 +703,8 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 		"cmd", "after", "dir", "env", "shell", "priority", "allow_failure", "cpus", "mem",
 		"post", "nice", "mem_limit", "inputs", "input_list", "output_dir",
 		"output_suffix", "output", "calibrate", "calibrate_cpu_percent",
-		"calibrate_memory_percent", "calibrate_disk_percent",
+		"calibrate_memory_percent", "calibrate_disk_percent", "timeout", "retries",
+		"retry_delay", "pool",
 	};
 	char section[300];
 	struct dep *d;
@@ -757,9 +774,59 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 		if (!(n->memlimit = size(key, v, line)))
 			cfgerror(line, "mem_limit: expected a size above 0");
 		break;
+	case 21:
+		if ((n->timeout = duration(key, v, line)) <= 0)
+			cfgerror(line, "timeout: expected a duration above 0");
+		break;
+	case 22:
+		n->retries = (int)integer(key, v, 0, 1000, line);
+		break;
+	case 23:
+		n->retrydelay = duration(key, v, line);
+		break;
+	case 24:
+		if (!*v)
+			cfgerror(line, "pool: expected a pool name");
+		n->poolname = v;
+		n->poolline = line;
+		break;
 	default:
 		fankey(n, key, v, line);
 	}
+}
+
+/* [pool NAME] size = N */
+static void
+poolkey(int p, unsigned *seen, const char *key, char *v, int line)
+{
+	static const char *const keys[] = {"size"};
+	char section[300];
+
+	snprintf(section, sizeof(section), "[pool %s]", cfg.pools[p].name);
+	lookupkey(keys, 1, key, seen, 0, section, line);
+	cfg.pools[p].size = (int)integer(key, v, 1, INT_MAX, line);
+}
+
+static int
+addpool(char *name, int line)
+{
+	char *c;
+	int i;
+
+	if (!*name)
+		cfgerror(line, "pool needs a name: [pool NAME]");
+	for (c = name; *c; c++)
+		if (!namechar((unsigned char)*c))
+			cfgerror(line, "bad pool name '%s' (letters, digits and ._-+@)", name);
+	for (i = 0; i < cfg.npools; i++)
+		if (!strcmp(cfg.pools[i].name, name))
+			cfgerror(line, "duplicate pool '%s' (first at line %d)", name, cfg.pools[i].line);
+	cfg.pools = xrealloc(cfg.pools, (cfg.npools + 1) * sizeof(*cfg.pools));
+	memset(&cfg.pools[cfg.npools], 0, sizeof(*cfg.pools));
+	cfg.pools[cfg.npools].name = name;
+	cfg.pools[cfg.npools].line = line;
+	cfg.pools[cfg.npools].parked = cfg.pools[cfg.npools].parktail = -1;
+	return cfg.npools++;
 }
 
 /* the fan-out keys, numbered as in nodekey */
@@ -885,13 +952,14 @@ header(char *s, size_t n, int line, char **name)
 		return SECRUN;
 	if (wn == 9 && !memcmp(s, "resources", 9) && !n)
 		return SECRES;
-	if ((wn == 4 && !memcmp(s, "node", 4)) || (wn == 5 && !memcmp(s, "probe", 5))) {
+	if ((wn == 4 && !memcmp(s, "node", 4)) || (wn == 5 && !memcmp(s, "probe", 5)) ||
+	    (wn == 4 && !memcmp(s, "pool", 4))) {
 		for (e = w; e < w + n; e++)
 			if (isblank_(*e))
 				cfgerror(line, "bad node name '%.*s' (letters, digits and ._-+@)", (int)n, w);
 		*name = w;
 		w[n] = 0;
-		return wn == 4 ? SECNODE : SECPROBE;
+		return *s == 'n' ? SECNODE : *s == 'p' && s[1] == 'r' ? SECPROBE : SECPOOL;
 	}
 	cfgerror(line, "unknown section [%.*s]", (int)all, s);
 }
@@ -966,6 +1034,7 @@ cfgparse(const char *file, struct var *d)
 	int line, sec = SECNONE, cur = -1, i;
 	unsigned seen = 0;
 	struct plugin *probe = NULL;
+	int pool = -1;
 
 	cfg.file = file;
 	cfg.jobs = -1;
@@ -977,6 +1046,7 @@ cfgparse(const char *file, struct var *d)
 	cfg.cpupress = cfg.mempress = -1;
 	cfg.diskfree = -1;
 	cfg.poll = 1;
+	cfg.notifytimeout = 10;
 	defs = d;
 	buf = readfile(file, &len);
 	readvars(buf, len);
@@ -988,6 +1058,10 @@ cfgparse(const char *file, struct var *d)
 		trim(&s, &n);
 		if (n && *s == '[') {
 			sec = header(s, n, line, &name);
+			if (sec == SECPOOL) {
+				pool = addpool(name, line);
+				seen = 0;
+			}
 			if (sec == SECPROBE) {
 				probe = addprobe(name, line);
 				seen = 0;
@@ -1012,6 +1086,9 @@ cfgparse(const char *file, struct var *d)
 		case SECRES:
 			reskey(k, value(v, vn, line), line);
 			break;
+		case SECPOOL:
+			poolkey(pool, &seen, k, value(v, vn, line), line);
+			break;
 		case SECPROBE:
 			probekey(probe, &seen, k, value(v, vn, line), line);
 			break;
@@ -1022,6 +1099,20 @@ cfgparse(const char *file, struct var *d)
 	}
 	for (i = 0; i < nnodes; i++)
 		nodecheck(&nodes[i]);
+	for (i = 0; i < cfg.npools; i++)
+		if (!cfg.pools[i].size)
+			cfgerror(cfg.pools[i].line, "pool '%s' has no size", cfg.pools[i].name);
+	for (i = 0; i < nnodes; i++) {
+		nodes[i].pool = -1;
+		if (!nodes[i].poolname)
+			continue;
+		for (pool = 0; pool < cfg.npools; pool++)
+			if (!strcmp(cfg.pools[pool].name, nodes[i].poolname))
+				break;
+		if (pool == cfg.npools)
+			cfgerror(nodes[i].poolline, "unknown pool '%s'", nodes[i].poolname);
+		nodes[i].pool = pool;
+	}
 	for (probe = cfg.plugins; probe; probe = probe->next) {
 		if (!probe->cmd)
 			cfgerror(probe->line, probe->probe ? "probe '%s' has no cmd" :

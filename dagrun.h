@@ -82,6 +82,13 @@ struct node {
 	int parked, parktail;	/* jobs held by limit, -1 none, chained by link */
 	int link;
 	int nice;
+	int retries;		/* attempts after the first */
+	int attempts;		/* attempts started */
+	int pool;		/* index in cfg.pools, or -1 */
+	int poolline;
+	char *poolname;
+	double timeout;		/* seconds, 0 none */
+	double retrydelay;	/* seconds before the second attempt, then doubling */
 	double cpus;		/* declared CPUs, 0 none */
 	long long mem;		/* declared bytes, 0 none */
 	int priority;
@@ -98,6 +105,14 @@ struct node {
 	unsigned char hasnice;
 	unsigned char expanded;	/* a fan-out node whose jobs exist */
 	unsigned char calib;	/* measuring one job before the rest */
+};
+
+/* [pool NAME]: at most size jobs of its nodes at once */
+struct pool {
+	char *name;
+	int line, size;
+	int running;		/* jobs of the pool running now */
+	int parked, parktail;	/* jobs held by it, -1 none, chained by link */
 };
 
 /* a command whose output sets a limit: [run] capacity, or a [probe] */
@@ -129,6 +144,11 @@ struct config {
 	double poll;		/* seconds between checks while waiting */
 	double waittimeout;	/* give up waiting, 0 never */
 	struct plugin *plugins;	/* capacity first, then probes in file order */
+	struct pool *pools;
+	int npools;
+	char *notify;		/* run after every job end and at the run's end */
+	double notifytimeout;
+	char *metrics;		/* metrics_file */
 };
 
 struct var {
@@ -230,6 +250,7 @@ struct jobinfo {
 	double cpu;		/* user+sys seconds */
 	long maxrss;		/* KiB */
 	int allowed;		/* failure allowed */
+	double retry;		/* seconds until the next attempt, -1 none */
 };
 void logopen(const char *statedir);
 /* durations of earlier runs into node costs */
@@ -300,6 +321,15 @@ int plugadmit(int nrun, char *why, size_t n);
 /* kill and reap what still runs */
 void plugstop(void);
 int plugcount(void);
+/* queue the notify command for an event ("end" of a job, or "done") */
+void plugnotify(const char *event, const char *job, const char *node, const char *state,
+    int status, int attempt, double secs, double retry);
+/* reap, time out and start notify commands, one at a time */
+void plugnotifywork(double now);
+/* a notify command runs or waits */
+int plugbusy(void);
+/* seconds until the notify command running times out */
+double plugnotifywake(double now);
 
 /* sched.c */
 /* run the selected graph; returns the exit status */

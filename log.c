@@ -183,6 +183,13 @@ logpath(int node, int fd)
 	return path[fd - 1];
 }
 
+/* the node a job belongs to */
+static const char *
+nodename(int n)
+{
+	return nodes[nodes[n].parent >= 0 ? nodes[n].parent : n].name;
+}
+
 /* one journal record, one write(), as soon as its event happens */
 static void
 record(const char *fmt, ...)
@@ -360,6 +367,7 @@ logend(const struct jobinfo *j)
 	double dur = j->end - j->start;
 
 	record("end\t%s\t%d\t%s\t%d\t%.3f", name, j->attempt, state, j->status, dur);
+	plugnotify("end", name, nodename(j->node), state, j->status, j->attempt, dur, j->retry);
 	fprintf(benchlog, "%s\t%d\t%.3f\t%.3f\t%.3f\t%d\t%.3f\t%ld\n", name, j->attempt,
 	    j->start, j->end, dur, j->status, j->cpu, j->maxrss);
 	dirty = 1;
@@ -375,6 +383,17 @@ logend(const struct jobinfo *j)
 		if (!cfg.quiet) {
 			unshow();
 			printf("cancelled %.2fs %s\n", dur, name);
+		}
+		return;
+	}
+	if (j->retry >= 0) {
+		record("retry\t%s\t%d\t%.3f", name, j->attempt + 1, j->retry);
+		loginfo("%s %s: exit %d after %.3fs, attempt %d in %gs (stderr: %s)", name, state,
+		    j->status, dur, j->attempt + 1, j->retry, logpath(j->node, 2));
+		if (!cfg.quiet) {
+			unshow();
+			printf("retry %s: %s exit %d %.2fs, attempt %d in %gs\n", name, state,
+			    j->status, dur, j->attempt + 1, j->retry);
 		}
 		return;
 	}
@@ -408,6 +427,7 @@ logskip(int node)
 	const char *name = nodes[node].name, *state = statename[nodes[node].state];
 
 	record("end\t%s\t0\t%s\t-1\t0", name, state);
+	plugnotify("end", name, nodename(node), state, -1, 0, 0, -1);
 	loginfo("%s %s", name, state);
 	if (!tty && !cfg.quiet)
 		printf("%s %s\n", state, name);
@@ -437,6 +457,7 @@ logrunend(int status, double secs)
 		if (dagcount[s])
 			n += snprintf(sum + n, sizeof(sum) - n, ", %d %s", dagcount[s], statename[s]);
 	record("done\t%d\t%.3f\t%s", status, secs, sum);
+	plugnotify("done", "", "", status ? "failed" : "ok", status, 0, secs, -1);
 	loginfo("run ended: exit %d: %s in %.3fs", status, sum, secs);
 	unshow();
 	printf("%s: %d jobs: %s in %.2fs\n", argv0, total, sum, secs);

@@ -32,6 +32,11 @@ struct run {
 	int killed;		/* timed out */
 };
 
+static void notifynext(void);
+static pid_t npid;		/* the notify command running, 0 none */
+static int nstatus = -1, nkilled, nlog = -1;
+static double nstart;
+
 static struct run *runs;
 static int nruns;
 static int devnull = -1;
@@ -241,6 +246,10 @@ plugreap(long pid, int status)
 {
 	int i;
 
+	if (npid && pid == npid && nstatus < 0) {
+		nstatus = status;
+		return 1;
+	}
 	for (i = 0; i < nruns; i++)
 		if (runs[i].pid == pid && runs[i].status < 0) {
 			runs[i].status = status;
@@ -273,6 +282,8 @@ plugwake(double now)
 		if (w - now < t)
 			t = w - now;
 	}
+	if (npid && nstart + cfg.notifytimeout - now < t)
+		t = nstart + cfg.notifytimeout - now;
 	return t < 0 ? 0 : t;
 }
 
@@ -314,6 +325,13 @@ plugstop(void)
 {
 	int i, st;
 
+	if (npid) {
+		kill(-npid, SIGKILL);
+		if (nstatus < 0)
+			while (waitpid(npid, &st, 0) < 0 && errno == EINTR)
+				;
+		npid = 0;
+	}
 	for (i = 0; i < nruns; i++) {
 		if (!runs[i].pid)
 			continue;
@@ -333,4 +351,164 @@ int
 plugcount(void)
 {
 	return nruns;
+}
+
+/* notify: one command per event, one at a time, in the order of events */
+struct event {
+	struct event *next;
+	char **env;		/* the event's variables, NULL-ended, then environ */
+};
+
+static struct event *evhead, *evtail;
+
+void
+plugnotify(const char *event, const char *job, const char *node, const char *state,
+    int status, int attempt, double secs, double retry)
+{
+	char vars[16][64], *p;
+	const char *big[3];
+	struct event *e;
+	size_t len = 0, n = 0, i;
+	int k, nenv = 0, ended, fin;
+
+	if (!cfg.notify)
+		return;
+	while (environ[nenv])
+		nenv++;
+	snprintf(vars[n++], 64, "DAGRUN_EVENT=%s", event);
+	snprintf(vars[n++], 64, "DAGRUN_STATE=%s", state);
+	snprintf(vars[n++], 64, "DAGRUN_EXIT=%d", status);
+	snprintf(vars[n++], 64, "DAGRUN_ATTEMPT=%d", attempt);
+	snprintf(vars[n++], 64, "DAGRUN_DURATION=%.3f", secs);
+	if (retry >= 0)
+		snprintf(vars[n++], 64, "DAGRUN_RETRY_IN=%g", retry);
+	/* the counts as they are once this event is in them: a job's end is
+	 * told before the graph hears of it */
+	ended = !strcmp(event, "end") && attempt > 0;
+	fin = ended && retry < 0;
+	snprintf(vars[n++], 64, "DAGRUN_RUNNING=%d", dagcount[SRUNNING] +
+	    dagcount[SCALIBRATING] + dagcount[SSUSPENDED] - ended);
+	snprintf(vars[n++], 64, "DAGRUN_WAITING=%d", dagcount[SWAITING] + dagcount[SREADY] +
+	    (ended && !fin));
+	snprintf(vars[n++], 64, "DAGRUN_DONE=%d", dagcount[SOK] + dagcount[SFAILED] +
+	    dagcount[STIMEOUT] + dagcount[SCANCELLED] + dagcount[SSKIPPED] + fin);
+	snprintf(vars[n++], 64, "DAGRUN_FAILED=%d", dagcount[SFAILED] + dagcount[STIMEOUT] +
+	    (fin && (!strcmp(state, "failed") || !strcmp(state, "timeout"))));
+	snprintf(vars[n++], 64, "DAGRUN_OK=%d", dagcount[SOK] + (fin && !strcmp(state, "ok")));
+	big[0] = job;
+	big[1] = node;
+	for (i = 0; i < n; i++)
+		len += strlen(vars[i]) + 1;
+	len += strlen("DAGRUN_JOB=") + strlen(job) + strlen("DAGRUN_NODE=") + strlen(node) + 2;
+	e = xmalloc(sizeof(*e) + (n + 3 + nenv) * sizeof(char *) + len);
+	e->env = (char **)(e + 1);
+	p = (char *)(e->env + n + 3 + nenv);
+	for (i = 0; i < n; i++) {
+		e->env[i] = p;
+		p += sprintf(p, "%s", vars[i]) + 1;
+	}
+	e->env[n++] = p;
+	p += sprintf(p, "DAGRUN_JOB=%s", big[0]) + 1;
+	e->env[n++] = p;
+	p += sprintf(p, "DAGRUN_NODE=%s", big[1]) + 1;
+	for (k = 0; k < nenv; k++)
+		if (strncmp(environ[k], "DAGRUN_", 7))
+			e->env[n++] = environ[k];
+	e->env[n] = NULL;
+	e->next = NULL;
+	if (evtail)
+		evtail->next = e;
+	else
+		evhead = e;
+	evtail = e;
+}
+
+/* the notify command for the event at the head of the queue */
+static void
+notifyrun(double now)
+{
+	static posix_spawnattr_t at;
+	static int haveat;
+	posix_spawn_file_actions_t fa;
+	char path[4096], *argv[4];
+	sigset_t none;
+	int e;
+
+	if (nlog < 0) {
+		snprintf(path, sizeof(path), "%s/logs/~notify.log", statedir);
+		nlog = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+		if (nlog < 0)
+			nlog = devnull;
+	}
+	if (!haveat) {
+		posix_spawnattr_init(&at);
+		sigemptyset(&none);
+		posix_spawnattr_setsigmask(&at, &none);
+		posix_spawnattr_setpgroup(&at, 0);
+		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+		haveat = 1;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
+	posix_spawn_file_actions_adddup2(&fa, nlog, 1);
+	posix_spawn_file_actions_adddup2(&fa, nlog, 2);
+	argv[0] = cfg.shell;
+	argv[1] = "-c";
+	argv[2] = cfg.notify;
+	argv[3] = NULL;
+	e = posix_spawn(&npid, cfg.shell, &fa, &at, argv, evhead->env);
+	posix_spawn_file_actions_destroy(&fa);
+	if (e) {
+		npid = 0;
+		logerror("notify: cannot run %s: %s", cfg.shell, strerror(e));
+		notifynext();
+		return;
+	}
+	nstart = now;
+	nstatus = -1;
+	nkilled = 0;
+}
+
+static void
+notifynext(void)
+{
+	struct event *e = evhead;
+
+	if (!(evhead = e->next))
+		evtail = NULL;
+	free(e);
+}
+
+void
+plugnotifywork(double now)
+{
+	if (npid && !nkilled && now - nstart >= cfg.notifytimeout) {
+		kill(-npid, SIGKILL);
+		nkilled = 1;
+	}
+	if (npid && nstatus >= 0) {
+		if (nkilled)
+			logerror("notify: no answer after %gs: killed (%s)", cfg.notifytimeout,
+			    evhead->env[0]);
+		else if (nstatus)
+			logerror("notify: exit %d (output: %s/logs/~notify.log)", nstatus, statedir);
+		npid = 0;
+		notifynext();
+	}
+	if (!npid && evhead)
+		notifyrun(now);
+}
+
+int
+plugbusy(void)
+{
+	return npid || evhead;
+}
+
+double
+plugnotifywake(double now)
+{
+	double t = npid ? nstart + cfg.notifytimeout - now : 1e9;
+
+	return t < 0 ? 0 : t;
 }

@@ -43,6 +43,9 @@ struct job {
 	off_t shown[2];	/* -v: bytes already on the console */
 	int bol[2];	/* -v: at the beginning of a line */
 	int killed;	/* we signalled it */
+	int timedout;	/* past its node's timeout: SIGTERM sent */
+	double deadline;	/* monotonic end of its timeout, 0 none */
+	double killat;	/* SIGKILL due after SIGTERM, 0 none */
 	int post;	/* the post command runs now */
 	double cpu;	/* of cmd: user+sys seconds */
 	long maxrss;	/* of cmd: KiB */
@@ -58,7 +61,11 @@ static struct job **run, *freejobs;
 static int nrun, caprun;
 static struct lane *lanes;
 static int nlanes, *freelanes, nfreelanes;
-static pid_t *linger;	/* process groups of cancelled jobs that outlive them */
+/* process groups of ended jobs that outlive them, SIGKILL due at killat */
+static struct linger {
+	pid_t pg;
+	double killat;
+} *linger;
 static int nlinger, caplinger;
 static int selfpipe[2] = {-1, -1}, devnull = -1;
 static volatile sig_atomic_t caught[65];
@@ -95,6 +102,8 @@ static double waitsince;	/* launching waits on a gate since, 0 not */
 static double lastwaitlog, nextsuspend;
 static char waitwhy[192];
 static int nplug;		/* capacity and probes */
+static int anytimers;		/* some job has had a timeout */
+static int interrupts;		/* SIGINT, SIGTERM and SIGHUP seen */
 
 static void stop(void);
 static void calsetup(int);
@@ -534,7 +543,7 @@ killall(int sig)
 		run[i]->killed = 1;
 	}
 	for (i = 0; i < nlinger; i++)
-		kill(-linger[i], sig);
+		kill(-linger[i].pg, sig);
 	if (sig == SIGTERM && cfg.killgrace > 0)
 		killat = mono() + cfg.killgrace;
 	else if (sig == SIGTERM)
@@ -577,41 +586,124 @@ outdone(struct job *j, int *status)
 	return st.st_size;
 }
 
-/* jobs of g held by its limit: k more may try again */
+/* jobs held by a limit (a node's width or a pool), in a list from *head
+ * chained by link: k more may try again */
 static void
-unpark(int g, int k)
+release(int *head, int *tail, int k)
 {
 	int n;
 
-	while (k-- > 0 && (n = nodes[g].parked) >= 0) {
-		if ((nodes[g].parked = nodes[n].link) < 0)
-			nodes[g].parktail = -1;
+	while (k-- > 0 && (n = *head) >= 0) {
+		if ((*head = nodes[n].link) < 0)
+			*tail = -1;
 		if (nodes[n].state == SREADY)
 			dagpush(n);
 	}
 }
 
-/* hold n until a job of g ends; held jobs keep their input order (one let
- * go but beaten to the slot goes back near the head) */
+/* hold n until a job ends; held jobs keep their order (one let go but
+ * beaten to the slot goes back near the head) */
 static void
-park(int g, int n)
+hold(int *head, int *tail, int n)
 {
 	int *p;
 
 	dagmark(n, SREADY);
-	if (nodes[g].parktail < 0 || nodes[g].parktail < n) {
+	if (*tail < 0 || *tail < n) {
 		nodes[n].link = -1;
-		if (nodes[g].parktail >= 0)
-			nodes[nodes[g].parktail].link = n;
+		if (*tail >= 0)
+			nodes[*tail].link = n;
 		else
-			nodes[g].parked = n;
-		nodes[g].parktail = n;
+			*head = n;
+		*tail = n;
 		return;
 	}
-	for (p = &nodes[g].parked; *p < n; p = &nodes[*p].link)
+	for (p = head; *p < n; p = &nodes[*p].link)
 		;
 	nodes[n].link = *p;
 	*p = n;
+}
+
+/* failed attempts waiting for their retry, soonest first */
+static struct retry {
+	double due;
+	int n;
+} *retries;
+static int nretries, capretries;
+
+static void
+retrylater(int n, double delay)
+{
+	double due = mono() + delay;
+	int i;
+
+	dagmark(n, SREADY);
+	if (nretries == capretries)
+		retries = xrealloc(retries, (capretries = 2 * capretries + 16) * sizeof(*retries));
+	for (i = nretries++; i > 0 && retries[i - 1].due > due; i--)
+		retries[i] = retries[i - 1];
+	retries[i].due = due;
+	retries[i].n = n;
+}
+
+/* retries whose delay is over are ready again */
+static void
+retrydue(void)
+{
+	double now = mono();
+	int i, k = 0;
+
+	while (k < nretries && retries[k].due <= now)
+		k++;
+	for (i = 0; i < k; i++)
+		if (nodes[retries[i].n].state == SREADY && !stopping)
+			dagpush(retries[i].n);
+	memmove(retries, retries + k, (nretries - k) * sizeof(*retries));
+	nretries -= k;
+}
+
+/* jobs past their node's timeout get SIGTERM, and SIGKILL kill_grace later */
+static void
+timeouts(void)
+{
+	double now = mono();
+	struct job *j;
+	int i;
+
+	for (i = 0; i < nrun; i++) {
+		j = run[i];
+		if (j->deadline && !j->timedout && !j->killed && now >= j->deadline) {
+			j->timedout = 1;
+			loginfo("%s: timeout after %gs: SIGTERM", nodes[j->node].name,
+			    nodes[j->node].timeout);
+			kill(-j->pid, SIGTERM);
+			if (j->suspended)
+				kill(-j->pid, SIGCONT);
+			j->killat = now + cfg.killgrace;
+		}
+		if (j->timedout && j->killat && now >= j->killat) {
+			kill(-j->pid, SIGKILL);
+			j->killat = 0;
+		}
+	}
+}
+
+/* the soonest timer of the running jobs or the retries, from now */
+static double
+jobtimers(double now)
+{
+	double t = 1e9;
+	int i;
+
+	for (i = 0; i < nrun; i++) {
+		if (run[i]->deadline && !run[i]->timedout && run[i]->deadline - now < t)
+			t = run[i]->deadline - now;
+		if (run[i]->timedout && run[i]->killat && run[i]->killat - now < t)
+			t = run[i]->killat - now;
+	}
+	if (nretries && retries[0].due - now < t)
+		t = retries[0].due - now;
+	return t < 0 ? 0 : t;
 }
 
 /* where n's outputs go, for the free space they may take */
@@ -670,7 +762,8 @@ calapply(int g, double cpu, double rss, double bytes, int job)
 		else
 			printf("no limit\n");
 	}
-	unpark(g, nodes[g].limit ? nodes[g].limit - nodes[g].nrunning : INT_MAX);
+	release(&nodes[g].parked, &nodes[g].parktail,
+	    nodes[g].limit ? nodes[g].limit - nodes[g].nrunning : INT_MAX);
 }
 
 /* the calibration job of g ended well */
@@ -719,12 +812,13 @@ jobfinish(struct job *j, int status)
 		dagmark(n, SRUNNING);
 	}
 	/* the rest of a signalled group gets its SIGKILL too */
-	if (j->killed && j->pid > 0 && kill(-j->pid, 0) == 0) {
+	if ((j->killed || j->timedout) && j->pid > 0 && kill(-j->pid, 0) == 0) {
 		if (nlinger == caplinger)
 			linger = xrealloc(linger, (caplinger = 2 * caplinger + 8) * sizeof(*linger));
-		linger[nlinger++] = j->pid;
+		linger[nlinger].pg = j->pid;
+		linger[nlinger++].killat = j->killat;
 	}
-	s = j->killed ? SCANCELLED : status == 0 ? SOK : SFAILED;
+	s = j->killed ? SCANCELLED : j->timedout ? STIMEOUT : status == 0 ? SOK : SFAILED;
 	memset(&ji, 0, sizeof(ji));
 	ji.node = n;
 	ji.state = s;
@@ -733,20 +827,34 @@ jobfinish(struct job *j, int status)
 	ji.pid = j->pid;
 	ji.start = j->start;
 	ji.end = j->start + (mono() - j->t0);
-	ji.allowed = s == SFAILED && nodes[n].allowfail;
 	ji.cpu = j->cpu;
 	ji.maxrss = j->maxrss;
-	if (s == SFAILED && !ji.allowed)
+	ji.retry = -1;
+	if ((s == SFAILED || s == STIMEOUT) && nodes[n].attempts <= nodes[n].retries && !stopping)
+		ji.retry = nodes[n].retrydelay * (double)(1L << (nodes[n].attempts - 1 < 20 ?
+		    nodes[n].attempts - 1 : 20));
+	ji.allowed = (s == SFAILED || s == STIMEOUT) && nodes[n].allowfail && ji.retry < 0;
+	if ((s == SFAILED || s == STIMEOUT) && !ji.allowed && ji.retry < 0)
 		nbad++;
 	logend(&ji);
 	if (g >= 0) {
 		nodes[g].nrunning--;
 		if (nodes[g].calib && s == SOK)
 			calibrated(g, j, ji.end - ji.start, bytes);
-		unpark(g, 1);
+		release(&nodes[g].parked, &nodes[g].parktail, 1);
+	}
+	if (nodes[n].pool >= 0) {
+		cfg.pools[nodes[n].pool].running--;
+		release(&cfg.pools[nodes[n].pool].parked, &cfg.pools[nodes[n].pool].parktail, 1);
+	}
+	if (ji.retry >= 0) {
+		retrylater(n, ji.retry);
+		j->next = freejobs;
+		freejobs = j;
+		return;
 	}
 	dagdone(n, s);
-	if (s == SFAILED && !ji.allowed && cfg.onfail != FCONTINUE) {
+	if ((s == SFAILED || s == STIMEOUT) && !ji.allowed && cfg.onfail != FCONTINUE) {
 		stop();
 		if (cfg.onfail == FABORT && nrun)
 			killall(SIGTERM);
@@ -910,7 +1018,7 @@ jobstart(int n)
 		j = xmalloc(sizeof(*j));
 	memset(j, 0, sizeof(*j));
 	j->node = n;
-	j->attempt = 1;
+	j->attempt = ++nodes[n].attempts;
 	j->lane = lane;
 	j->bol[0] = j->bol[1] = 1;
 	if (g >= 0)
@@ -922,8 +1030,10 @@ jobstart(int n)
 	nodes[n].stale = 0;
 	if (g >= 0)
 		nodes[g].nrunning++;
+	if (nodes[n].pool >= 0)
+		cfg.pools[nodes[n].pool].running++;
 	if (cfg.verbose)
-		cmdexpand(n, 1, 0, &shown, &capshown);
+		cmdexpand(n, j->attempt, 0, &shown, &capshown);
 	j->t0 = mono();
 	j->start = wall();
 	if (nodes[n].output && fanprep(n, &why) < 0) {
@@ -932,8 +1042,11 @@ jobstart(int n)
 	} else
 		e = jobexec(j, 0);
 	if (retryable(e)) {
+		nodes[n].attempts--;
 		if (g >= 0)
 			nodes[g].nrunning--;
+		if (nodes[n].pool >= 0)
+			cfg.pools[nodes[n].pool].running--;
 		freelanes[nfreelanes++] = lane;
 		j->next = freejobs;
 		freejobs = j;
@@ -942,7 +1055,7 @@ jobstart(int n)
 	}
 	if (e) {
 		j->pid = 0;
-		logstart(n, 1, 0, shown);
+		logstart(n, j->attempt, 0, shown);
 		jobfinish(j, e == ENOENT ? 127 : 126);
 		return 0;
 	}
@@ -952,7 +1065,11 @@ jobstart(int n)
 	cpusrun += nodes[n].cpus;
 	if (g >= 0 && nodes[g].calib)
 		dagmark(n, SCALIBRATING);
-	logstart(n, 1, j->pid, shown);
+	if (nodes[n].timeout > 0) {
+		j->deadline = j->t0 + nodes[n].timeout;
+		anytimers = 1;
+	}
+	logstart(n, j->attempt, j->pid, shown);
 	return 0;
 }
 
@@ -1015,11 +1132,16 @@ prune(void)
 {
 	int i;
 
-	for (i = 0; i < nlinger; )
-		if (kill(-linger[i], 0) < 0 && errno == ESRCH)
+	for (i = 0; i < nlinger; ) {
+		if (linger[i].killat && mono() >= linger[i].killat) {
+			kill(-linger[i].pg, SIGKILL);
+			linger[i].killat = 0;
+		}
+		if (kill(-linger[i].pg, 0) < 0 && errno == ESRCH)
 			linger[i] = linger[--nlinger];
 		else
 			i++;
+	}
 }
 
 static void
@@ -1043,6 +1165,7 @@ onsignals(void)
 			paused = 0;
 			loginfo("SIGUSR2: launching resumed");
 		} else if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+			interrupts++;
 			if (termsig || i > 1) {
 				killall(SIGKILL);
 			} else {
@@ -1309,7 +1432,7 @@ gatesetup(void)
 static void
 launch(void)
 {
-	int n, g;
+	int n, g, p;
 
 	while (!stopping && !paused && !blocked && (!cfg.jobs || nrun < cfg.jobs)) {
 		if ((n = dagpop()) < 0) {
@@ -1318,7 +1441,11 @@ launch(void)
 		}
 		g = nodes[n].parent;
 		if (g >= 0 && nodes[g].limit && nodes[g].nrunning >= nodes[g].limit) {
-			park(g, n);
+			hold(&nodes[g].parked, &nodes[g].parktail, n);
+			continue;
+		}
+		if ((p = nodes[n].pool) >= 0 && cfg.pools[p].running >= cfg.pools[p].size) {
+			hold(&cfg.pools[p].parked, &cfg.pools[p].parktail, n);
 			continue;
 		}
 		if (!admit(n)) {
@@ -1382,7 +1509,28 @@ nextwake(void)
 		t = 1;
 	if (nplug && t > plugwake(now))
 		t = plugwake(now);
+	if ((anytimers || nretries) && t > jobtimers(now))
+		t = jobtimers(now);
 	return t == 1e9 ? -1 : (int)(t * 1000) + 1;
+}
+
+/* the notify commands still queued run before the end, each bounded by
+ * notify_timeout; a signal cuts it short */
+static void
+notifydrain(struct pollfd *pfd)
+{
+	int seen = interrupts;
+	double t;
+
+	for (plugnotifywork(mono()); plugbusy() && interrupts == seen; plugnotifywork(mono())) {
+		logflush();
+		t = plugnotifywake(mono());
+		if (poll(pfd, 1, (int)(t * 1000) + 1) > 0) {
+			onsignals();
+			reap();
+		}
+	}
+	plugstop();
 }
 
 int
@@ -1427,7 +1575,9 @@ schedrun(void)
 		if (nplug)
 			plugwork(mono(), !stopping);
 		launch();
-		if (!nrun && (stopping || !dagnready())) {
+		if (cfg.notify)
+			plugnotifywork(mono());
+		if (!nrun && (stopping || (!dagnready() && !nretries))) {
 			prune();
 			if (!nlinger || (!killat && mono() >= lingerend))
 				break;
@@ -1451,15 +1601,20 @@ schedrun(void)
 		if (deadlineat && !timedout && mono() >= deadlineat)
 			expire("deadline passed (%s after the start): jobs terminated", deadlinetext);
 		suspendcheck();
+		if (anytimers)
+			timeouts();
+		if (nretries)
+			retrydue();
 	}
 	plugstop();
-	free(pfd);
 	laneclose();
 	if (stopping)
 		dagcancel(SCANCELLED, onskip);
 	code = termsig ? 128 + termsig : timedout ? EXTIME :
 	    nbad || dagcount[SSKIPPED] || dagcount[SCANCELLED] ? EXFAIL : EXOK;
 	logrunend(code, mono() - t0);
+	notifydrain(pfd);
+	free(pfd);
 	logclose();
 	if (termsig) {
 		signal(termsig, SIG_DFL);
