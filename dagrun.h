@@ -95,6 +95,7 @@ struct node {
 	int pending;		/* prerequisites not yet done */
 	long weight;		/* longest path to the end of the graph, ms */
 	float cost;		/* seconds an earlier run took, 0 unknown */
+	float secs;		/* this run: the last attempt's, or a fan-out node's jobs' sum */
 	unsigned char state;
 	unsigned char allowfail;
 	unsigned char want;	/* selected by the targets */
@@ -137,6 +138,7 @@ struct config {
 	double killgrace;	/* seconds */
 	double deadline;	/* seconds for the whole run, 0 none */
 	int quiet, verbose;
+	const char *timeline;	/* -t */
 	/* [resources]: launch gates, each < 0 when not set */
 	double cpupct, mempct, loadmax, suspendpct, cpupress, mempress;
 	long long diskfree;
@@ -277,7 +279,8 @@ void logstatus(int nrun, int node, double elapsed, const char *waiting);
 /* a job was stopped (on) or continued for memory at pct */
 void logsuspend(int node, int on, double pct);
 void logoutput(int node, int fd, const char *buf, size_t len, int *bol);
-/* flush stdout, and the logs at most twice a second */
+/* flush stdout, and the logs at most twice a second; the metrics file
+ * is rewritten at most once a second */
 void logflush(void);
 /* buffered log lines wait for a flush */
 int logdirty(void);
@@ -321,6 +324,8 @@ int plugadmit(int nrun, char *why, size_t n);
 /* kill and reap what still runs */
 void plugstop(void);
 int plugcount(void);
+/* plugin i's name and last value: 1, 0 when it has none, -1 past the end */
+int plugvalue(int i, const char **name, double *v);
 /* queue the notify command for an event ("end" of a job, or "done") */
 void plugnotify(const char *event, const char *job, const char *node, const char *state,
     int status, int attempt, double secs, double retry);
@@ -330,6 +335,12 @@ void plugnotifywork(double now);
 int plugbusy(void);
 /* seconds until the notify command running times out */
 double plugnotifywake(double now);
+
+/* show.c: the journal read back */
+/* -s: the state of the last run in dir, for people or (tsv) scripts */
+int showstatus(const char *dir, int tsv);
+/* -t: the last run as an SVG or (.json) Chrome trace in file; 0 or -1 */
+int showtimeline(const char *file, const char *dir);
 
 /* sched.c */
 /* run the selected graph; returns the exit status */

@@ -23,7 +23,9 @@ static FILE *mainlog, *errlog, *benchlog;
 static int tty;			/* status line on stdout */
 static int shown;		/* the status line is on screen */
 static int dirty;		/* buffered log lines not yet written */
-static double lastflush;
+static double lastflush, lastmetrics, runt0;
+static double runsecs;		/* attempts' time, for the metrics */
+static long nruns;
 
 int
 logtty(void)
@@ -183,6 +185,73 @@ logpath(int node, int fd)
 	return path[fd - 1];
 }
 
+/* metrics_file: Prometheus text format, written whole and renamed */
+static void
+metrics(void)
+{
+	static const char *const names[NSTATES] = {
+		"waiting", "ready", "calibrating", "running", "suspended", "ok", "failed",
+		"timeout", "cancelled", "skipped",
+	};
+	char tmp[4096];
+	long long used, limit, disk;
+	double l1, v, ok = dagcount[SOK], bad = dagcount[SFAILED] + dagcount[STIMEOUT];
+	const char *name;
+	int s, i, r, fd;
+	FILE *f;
+
+	lastmetrics = mono();
+	snprintf(tmp, sizeof(tmp), "%s.tmp", cfg.metrics);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0 ||
+	    !(f = fdopen(fd, "w"))) {
+		logerror("%s: %s", tmp, strerror(errno));
+		return;
+	}
+	fputs("# HELP dagrun_jobs Jobs of the run in each state.\n# TYPE dagrun_jobs gauge\n", f);
+	for (s = 0; s < NSTATES; s++)
+		fprintf(f, "dagrun_jobs{state=\"%s\"} %d\n", names[s], dagcount[s]);
+	fprintf(f, "# HELP dagrun_running Jobs running now.\n# TYPE dagrun_running gauge\n"
+	    "dagrun_running %d\n", dagcount[SRUNNING] + dagcount[SCALIBRATING] +
+	    dagcount[SSUSPENDED]);
+	fprintf(f, "# HELP dagrun_waiting Jobs not started yet.\n# TYPE dagrun_waiting gauge\n"
+	    "dagrun_waiting %d\n", dagcount[SWAITING] + dagcount[SREADY]);
+	fprintf(f, "# HELP dagrun_attempts_total Attempts ended.\n"
+	    "# TYPE dagrun_attempts_total counter\ndagrun_attempts_total %ld\n", nruns);
+	fprintf(f, "# HELP dagrun_attempt_seconds_total Time attempts ran.\n"
+	    "# TYPE dagrun_attempt_seconds_total counter\ndagrun_attempt_seconds_total %.3f\n",
+	    runsecs);
+	fprintf(f, "# HELP dagrun_success_ratio Jobs ok among those ended ok, failed or "
+	    "timed out.\n# TYPE dagrun_success_ratio gauge\ndagrun_success_ratio %.4f\n",
+	    ok + bad > 0 ? ok / (ok + bad) : 1.0);
+	fprintf(f, "# HELP dagrun_elapsed_seconds Time since the run started.\n"
+	    "# TYPE dagrun_elapsed_seconds gauge\ndagrun_elapsed_seconds %.3f\n", mono() - runt0);
+	if (resmem(&used, &limit) == 0)
+		fprintf(f, "# TYPE dagrun_memory_used_bytes gauge\ndagrun_memory_used_bytes %lld\n"
+		    "# TYPE dagrun_memory_limit_bytes gauge\ndagrun_memory_limit_bytes %lld\n",
+		    used, limit);
+	if (resload(&l1, &r) == 0)
+		fprintf(f, "# TYPE dagrun_load1 gauge\ndagrun_load1 %.2f\n", l1);
+	if ((disk = resdiskfree(cfg.diskpath ? cfg.diskpath : statedir)) >= 0)
+		fprintf(f, "# TYPE dagrun_disk_free_bytes gauge\ndagrun_disk_free_bytes %lld\n", disk);
+	for (i = 0; (r = plugvalue(i, &name, &v)) >= 0; i++) {
+		if (!i)
+			fputs("# HELP dagrun_plugin_value The last reading of a capacity or probe "
+			    "command.\n# TYPE dagrun_plugin_value gauge\n", f);
+		if (r)
+			fprintf(f, "dagrun_plugin_value{plugin=\"%s\"} %g\n", name, v);
+	}
+	fputs("# HELP dagrun_node_seconds Run time of a node's last attempt, or the sum of "
+	    "its jobs'.\n# TYPE dagrun_node_seconds gauge\n", f);
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].want && nodes[i].parent < 0 && nodes[i].secs > 0)
+			fprintf(f, "dagrun_node_seconds{node=\"%s\"} %.3f\n", nodes[i].name,
+			    nodes[i].secs);
+	if (fclose(f) != 0 || rename(tmp, cfg.metrics) < 0) {
+		logerror("%s: %s", cfg.metrics, strerror(errno));
+		unlink(tmp);
+	}
+}
+
 /* the node a job belongs to */
 static const char *
 nodename(int n)
@@ -305,6 +374,8 @@ logflush(void)
 	if (!dirty)
 		return;
 	now = mono();
+	if (cfg.metrics && now - lastmetrics >= 1)
+		metrics();
 	if (now - lastflush < 0.5)
 		return;
 	fflush(mainlog);
@@ -371,6 +442,11 @@ logend(const struct jobinfo *j)
 	fprintf(benchlog, "%s\t%d\t%.3f\t%.3f\t%.3f\t%d\t%.3f\t%ld\n", name, j->attempt,
 	    j->start, j->end, dur, j->status, j->cpu, j->maxrss);
 	dirty = 1;
+	nodes[j->node].secs = dur;
+	if (nodes[j->node].parent >= 0)
+		nodes[nodes[j->node].parent].secs += dur;
+	runsecs += dur;
+	nruns++;
 	if (j->state == SOK) {
 		nodes[j->node].cost = dur > 0.0005 ? dur : 0.0005;
 		loginfo("%s ok in %.3fs", name, dur);
@@ -437,6 +513,9 @@ void
 logrunstart(int total)
 {
 	record("run\t%ld\t%d", (long)getpid(), total);
+	runt0 = mono();
+	if (cfg.metrics)
+		metrics();
 	if (cfg.jobs)
 		loginfo("run started: %d jobs, at most %d at once, pid %ld", total, cfg.jobs,
 		    (long)getpid());
@@ -457,6 +536,8 @@ logrunend(int status, double secs)
 		if (dagcount[s])
 			n += snprintf(sum + n, sizeof(sum) - n, ", %d %s", dagcount[s], statename[s]);
 	record("done\t%d\t%.3f\t%s", status, secs, sum);
+	if (cfg.metrics)
+		metrics();
 	plugnotify("done", "", "", status ? "failed" : "ok", status, 0, secs, -1);
 	loginfo("run ended: exit %d: %s in %.3fs", status, sum, secs);
 	unshow();

@@ -131,8 +131,8 @@ wall(void)
 static NORETURN void
 usage(FILE *f)
 {
-	fprintf(f, "usage: %s [-cgknqvx] [-C dir] [-D name=value] [-f file] "
-	    "[-j jobs] [-l load] [node ...]\n", argv0);
+	fprintf(f, "usage: %s [-cgknqsvx] [-C dir] [-D name=value] [-f file] "
+	    "[-j jobs] [-l load] [-t timeline.svg] [node ...]\n", argv0);
 	exit(f == stdout ? EXOK : EXUSAGE);
 }
 
@@ -203,19 +203,22 @@ main(int argc, char **argv)
 {
 	struct var *defs = NULL, *v;
 	const char *file = "dagrun.ini", *dir = NULL;
-	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1;
+	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1, status = 0;
+	const char *timeline = NULL;
 	int quiet = 0, verbose = 0, line, bad, i, n, nodes0;
 	double load = -1;
 	char *msg, *eq;
 
 	opterr = 0;
-	while ((opt = getopt(argc, argv, ":cgknqvxC:D:f:j:l:hV")) != -1) {
+	while ((opt = getopt(argc, argv, ":cgknqsvxC:D:f:j:l:t:hV")) != -1) {
 		switch (opt) {
 		case 'c': check = 1; break;
 		case 'g': graph = 1; break;
 		case 'k': onfail = FCONTINUE; break;
 		case 'x': onfail = FABORT; break;
 		case 'n': dry = 1; break;
+		case 's': status = 1; break;
+		case 't': timeline = optarg; break;
 		case 'q': quiet = 1; verbose = 0; break;
 		case 'v': verbose = 1; quiet = 0; break;
 		case 'C': dir = optarg; break;
@@ -256,6 +259,22 @@ main(int argc, char **argv)
 		cfg.loadmax = load;
 	cfg.quiet = quiet;
 	cfg.verbose = verbose;
+	if (timeline && *timeline != '/') {
+		/* named from here, not from the config file's directory */
+		char cwd[PATH_MAX], *abs;
+
+		if (!getcwd(cwd, sizeof(cwd)))
+			fatal("getcwd:");
+		abs = xmalloc(strlen(cwd) + strlen(timeline) + 2);
+		sprintf(abs, "%s/%s", cwd, timeline);
+		timeline = abs;
+	}
+	cfg.timeline = timeline;
+	if (status) {
+		if (chdir(cfg.dir) < 0)
+			fatal("%s:", cfg.dir);
+		return showstatus(cfg.statedir, quiet);
+	}
 	if ((line = dagbuild(&msg)))
 		cfgerror(line, "%s", msg);
 	if ((bad = dagselect(argv + optind, argc - optind)) >= 0)

@@ -348,6 +348,16 @@ plugstop(void)
 }
 
 int
+plugvalue(int i, const char **name, double *v)
+{
+	if (i >= nruns)
+		return -1;
+	*name = runs[i].p->name;
+	*v = runs[i].value;
+	return runs[i].have;
+}
+
+int
 plugcount(void)
 {
 	return nruns;

@@ -1616,6 +1616,8 @@ schedrun(void)
 	notifydrain(pfd);
 	free(pfd);
 	logclose();
+	if (cfg.timeline && showtimeline(cfg.timeline, cfg.statedir) < 0 && code == EXOK)
+		code = EXFAIL;
 	if (termsig) {
 		signal(termsig, SIG_DFL);
 		raise(termsig);

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import BIN, argv, clean_env
 
-USAGE = ("usage: dagrun [-cgknqvx] [-C dir] [-D name=value] [-f file] "
-         "[-j jobs] [-l load] [node ...]\n")
+USAGE = ("usage: dagrun [-cgknqsvx] [-C dir] [-D name=value] [-f file] "
+         "[-j jobs] [-l load] [-t timeline.svg] [node ...]\n")
 SUMMARY = re.compile(r"^dagrun: (\d+) jobs: (.*) in \d+\.\d\ds$")
 
 
