@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,9 @@ struct node *nodes;
 int nnodes;
 
 static int capnodes;
+static jmp_buf *errjmp;		/* reading a spawn file: errors return here */
+static const char *errfile;
+static char errbuf[1024];
 static int *htab;		/* node indices, -1 empty */
 static size_t hcap;
 static struct var *defs;	/* -D */
@@ -41,7 +45,16 @@ void
 cfgerror(int line, const char *fmt, ...)
 {
 	va_list ap;
+	int n;
 
+	if (errjmp) {
+		/* a spawn file: the error fails the job that wrote it */
+		n = snprintf(errbuf, sizeof(errbuf), "%s:%d: ", errfile, line);
+		va_start(ap, fmt);
+		vsnprintf(errbuf + n, sizeof(errbuf) - n, fmt, ap);
+		va_end(ap);
+		longjmp(*errjmp, line);
+	}
 	fflush(stdout);
 	fprintf(stderr, "%s:%d: ", cfg.file, line);
 	va_start(ap, fmt);
@@ -1023,6 +1036,101 @@ readvars(char *buf, size_t len)
 		v->next = vars;
 		vars = v;
 	}
+}
+
+/* the hash anew, for the first n nodes only */
+static void
+hrebuild(int n)
+{
+	int i;
+
+	memset(htab, 0xff, hcap * sizeof(*htab));
+	for (i = 0; i < n; i++)
+		if (nodes[i].parent < 0)
+			*hslot(nodes[i].name) = i;
+}
+
+int
+cfgspawn(const char *file, char **msg)
+{
+	static jmp_buf jb;
+	static int start, line;
+	struct lexer lx;
+	char *buf, *s, *k, *v, *name;
+	size_t len, n, kn, vn;
+	static int sec, cur;
+	int i, fd, pool;
+	unsigned seen = 0;
+	struct stat st;
+	ssize_t r;
+
+	start = nnodes;
+	sec = SECNONE;
+	cur = -1;
+	if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(errbuf, sizeof(errbuf), "%s: %s", file, strerror(errno));
+		*msg = errbuf;
+		return -1;
+	}
+	len = fstat(fd, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size : 0;
+	buf = arena(len + 1);
+	for (n = 0; n < len && (r = read(fd, buf + n, len - n)) > 0; n += r)
+		;
+	close(fd);
+	buf[len = n] = 0;
+	errfile = file;
+	errjmp = &jb;
+	if ((line = setjmp(jb))) {
+		errjmp = NULL;
+		nnodes = start;
+		hrebuild(start);
+		*msg = errbuf;
+		return -1;
+	}
+	lx.p = buf;
+	lx.end = buf + len;
+	lx.line = 0;
+	lx.mutate = 1;
+	while (nextline(&lx, &s, &n, &line)) {
+		trim(&s, &n);
+		if (n && *s == '[') {
+			if ((sec = header(s, n, line, &name)) != SECNODE)
+				cfgerror(line, "only [node NAME] sections may be in a spawn file");
+			cur = newnode(name, line);
+			seen = 0;
+			continue;
+		}
+		if (!keyvalue(s, n, line, &k, &kn, &v, &vn))
+			continue;
+		k[kn] = 0;
+		if (sec != SECNODE)
+			cfgerror(line, "'%s' outside of a section", k);
+		nodekey(&nodes[cur], &seen, k, value(v, vn, line), line);
+	}
+	for (i = start; i < nnodes; i++) {
+		nodecheck(&nodes[i]);
+		nodes[i].pool = -1;
+		if (!nodes[i].poolname)
+			continue;
+		for (pool = 0; pool < cfg.npools; pool++)
+			if (!strcmp(cfg.pools[pool].name, nodes[i].poolname))
+				break;
+		if (pool == cfg.npools)
+			cfgerror(nodes[i].poolline, "unknown pool '%s'", nodes[i].poolname);
+		nodes[i].pool = pool;
+	}
+	errjmp = NULL;
+	return nnodes - start;
+}
+
+/* a spawn file's nodes did not join after all */
+void
+cfgunspawn(int first)
+{
+	nnodes = first;
+	hrebuild(first);
 }
 
 void

@@ -181,6 +181,11 @@ extern int nnodes;
 void cfgparse(const char *file, struct var *defs);
 /* the node named s, or -1 */
 int cfgfind(const char *s);
+/* the [node] sections of a spawn file as new nodes at the end of nodes:
+ * their number, or -1 with *msg ("file:line: message"), nothing added */
+int cfgspawn(const char *file, char **msg);
+/* forget the nodes from first on (a spawn file refused later) */
+void cfgunspawn(int first);
 /* a new zeroed node at the end of nodes (which may move) */
 int cfgaddnode(void);
 /* report a config error at line and exit 2 */
