@@ -306,6 +306,8 @@ const char *fantmp(int n);
 /* ready job n's output directory, no stale temporary in it; 0, or -1
  * with errno and the path in *why */
 int fanprep(int n, char **why);
+/* argv to run cmd with [run] shell, as jobs run theirs */
+char **shellargv(const char *cmd);
 /* argv for job n's cmd (or post), templates filled */
 char **cmdargv(int n, int attempt, int post);
 /* job n's cmd (or post) as the shell would read it, into *buf */

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,6 +221,36 @@ cmdargv(int node, int attempt, int post)
 	return argv;
 }
 
+char **
+shellargv(const char *cmd)
+{
+	static char **argv, *words;
+	static int cap;
+	const char *s;
+	char *w;
+	int n = 0;
+	size_t k;
+
+	if (!words) {
+		words = xmalloc(strlen(cfg.shell) + 1);
+		for (s = cfg.shell, w = words; *(s += strspn(s, " \t")); s += k) {
+			k = strcspn(s, " \t");
+			memcpy(w, s, k);
+			w[k] = 0;
+			if (n + 4 > cap)
+				argv = xrealloc(argv, (cap = 2 * cap + 8) * sizeof(*argv));
+			argv[n++] = w;
+			w += k + 1;
+		}
+		if (n == 1)
+			argv[n++] = "-c";
+		cap = n;	/* the shell's own words end here */
+	}
+	argv[cap] = (char *)cmd;
+	argv[cap + 1] = NULL;
+	return argv;
+}
+
 const char *
 fantmp(int n)
 {
@@ -288,14 +319,23 @@ outputof(int n)
 }
 
 static struct set outputs;
+static int absolute;		/* paths for a node with its own dir */
 
-/* a path as a command will read it: never taken for an option */
+/* a path as a command will read it: never taken for an option, and
+ * absolute when the job runs in a directory of its own (dir) */
 static char *
 safepath(const char *dir, size_t dn, const char *p, size_t n)
 {
+	static char *cwd;
 	struct buf b = {NULL, 0, 0};
+	char here[PATH_MAX];
 
-	if ((dn ? *dir : *p) == '-')
+	if (absolute && (dn ? *dir : *p) != '/') {
+		if (!cwd)
+			cwd = xstrdup(getcwd(here, sizeof(here)) ? here : ".");
+		bufadd(&b, cwd, strlen(cwd));
+		bufadd(&b, "/", 1);
+	} else if ((dn ? *dir : *p) == '-')
 		bufadd(&b, "./", 2);
 	if (dn) {
 		bufadd(&b, dir, dn);
@@ -495,12 +535,18 @@ fanexpand(int g, char **msg)
 
 	nodes[g].first = nnodes;
 	nodes[g].njobs = 0;
-	nodes[g].expanded = 1;
+	absolute = nodes[g].dir != NULL;
 	r = globall(g, &seen, msg);
 	if (!r && nodes[g].fan->list)
 		r = readlist(g, &seen, msg);
 	free(seen.slot);
-	return r < 0 ? nodes[g].fan->line : 0;
+	if (r < 0) {
+		for (r = nodes[g].first; r < nnodes; r++)
+			nodes[r].want = 0;	/* made, but never run */
+		return nodes[g].fan->line;
+	}
+	nodes[g].expanded = 1;
+	return 0;
 }
 
 int
@@ -517,6 +563,7 @@ fanprepare(char **msg)
 	for (i = 0; i < nnodes; i++) {
 		if (!nodes[i].fan || fanout(i) || !nodes[i].fan->output)
 			continue;
+		absolute = nodes[i].dir != NULL;
 		nodes[i].output = outpath(i, "");
 		o = setslot(&outputs, nodes[i].output, outputof);
 		if (*o) {

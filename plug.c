@@ -109,7 +109,7 @@ plugrun(struct run *r, double now)
 	static int haveat;
 	posix_spawn_file_actions_t fa;
 	sigset_t none;
-	char *argv[4];
+	char **argv;
 	int p[2], e;
 
 	r->next = now + r->p->every;
@@ -132,17 +132,17 @@ plugrun(struct run *r, double now)
 	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
 	posix_spawn_file_actions_addopen(&fa, 2, errpath(r), O_WRONLY | O_CREAT | O_TRUNC, 0666);
-	argv[0] = cfg.shell;
-	argv[1] = "-c";
-	argv[2] = r->p->cmd;
-	argv[3] = NULL;
-	e = posix_spawn(&r->pid, cfg.shell, &fa, &at, argv, plugenv());
+	argv = shellargv(r->p->cmd);
+	e = posix_spawnp(&r->pid, argv[0], &fa, &at, argv, plugenv());
 	posix_spawn_file_actions_destroy(&fa);
 	close(p[1]);
 	if (e) {
 		close(p[0]);
 		r->pid = 0;
-		logerror("%s: cannot run %s: %s", r->p->name, cfg.shell, strerror(e));
+		if (!r->bad)
+			logerror("%s: cannot run %s: %s, limits unchanged", r->p->name, argv[0],
+			    strerror(e));
+		r->bad = 1;
 		r->tried = 1;
 		return;
 	}
@@ -171,8 +171,9 @@ plugdone(struct run *r)
 	errno = 0;
 	v = strtod(s, &end);
 	if (r->killed) {
-		logerror("%s: no answer after %gs: killed, limits unchanged", r->p->name,
-		    r->p->timeout);
+		if (!r->bad)
+			logerror("%s: no answer after %gs: killed, limits unchanged",
+			    r->p->name, r->p->timeout);
 	} else if (r->status) {
 		if (!r->bad)
 			logerror("%s: exit %d, limits unchanged (stderr: %s)", r->p->name, r->status,
@@ -296,7 +297,8 @@ plugadmit(int nrun, char *why, size_t n)
 	for (i = 0; i < nruns; i++) {
 		r = &runs[i];
 		if (!r->tried) {
-			snprintf(why, n, "%s: no reading yet", r->p->name);
+			snprintf(why, n, "%s%s: no reading yet", r->p->probe ? "probe " : "",
+			    r->p->name);
 			return 0;
 		}
 		if (!r->have)

@@ -514,9 +514,18 @@ onexpand(int g)
 	int line, i;
 
 	if ((line = fanexpand(g, &msg))) {
+		struct jobinfo ji;
+
 		logerror("%s:%d: %s: %s", cfg.file, line, nodes[g].name, msg);
 		logwarn("%s:%d: %s: %s", cfg.file, line, nodes[g].name, msg);
 		free(msg);
+		memset(&ji, 0, sizeof(ji));
+		ji.node = g;
+		ji.state = SFAILED;
+		ji.status = -1;
+		ji.start = ji.end = wall();
+		ji.allowed = nodes[g].allowfail;
+		logend(&ji);
 		if (!nodes[g].allowfail) {
 			nbad++;
 			if (cfg.onfail != FCONTINUE)
@@ -1562,11 +1571,13 @@ schedrun(void)
 	pfd = xmalloc((nplug + 1) * sizeof(*pfd));
 	pfd[0].fd = selfpipe[0];
 	pfd[0].events = POLLIN;
-	for (i = 0; i < nnodes; i++)
-		if (nodes[i].expanded && nodes[i].want)
-			calsetup(i);
-	dagstart(onexpand, onskip);
 	logrunstart(dagtotal());
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].expanded && nodes[i].want) {
+			logexpand(i);
+			calsetup(i);
+		}
+	dagstart(onexpand, onskip);
 	if (cfg.deadline > 0) {
 		deadlineat = t0 + cfg.deadline;
 		snprintf(deadlinetext, sizeof(deadlinetext), "%gs", cfg.deadline);
