@@ -442,7 +442,7 @@ notifyrun(double now)
 	static posix_spawnattr_t at;
 	static int haveat;
 	posix_spawn_file_actions_t fa;
-	char path[4096], *argv[4];
+	char path[4096], **argv;
 	sigset_t none;
 	int e;
 
@@ -464,15 +464,12 @@ notifyrun(double now)
 	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
 	posix_spawn_file_actions_adddup2(&fa, nlog, 1);
 	posix_spawn_file_actions_adddup2(&fa, nlog, 2);
-	argv[0] = cfg.shell;
-	argv[1] = "-c";
-	argv[2] = cfg.notify;
-	argv[3] = NULL;
-	e = posix_spawn(&npid, cfg.shell, &fa, &at, argv, evhead->env);
+	argv = shellargv(cfg.notify);
+	e = posix_spawnp(&npid, argv[0], &fa, &at, argv, evhead->env);
 	posix_spawn_file_actions_destroy(&fa);
 	if (e) {
 		npid = 0;
-		logerror("notify: cannot run %s: %s", cfg.shell, strerror(e));
+		logerror("notify: cannot run %s: %s", argv[0], strerror(e));
 		notifynext();
 		return;
 	}
