@@ -452,3 +452,153 @@ dagcancel(int s, void (*cb)(int))
 			cb(i);
 	}
 }
+
+/* the prerequisites of new node i, resolved; 0 or a line with *msg */
+static int
+resolvenew(int i, int *stamp, char **msg)
+{
+	struct dep *d, *rev = NULL, *next;
+	int *pre = NULL, npre = 0, m;
+	char *p, *t;
+
+	for (d = nodes[i].deps; d; d = next) {
+		next = d->next;
+		d->next = rev;
+		rev = d;
+	}
+	nodes[i].deps = NULL;
+	for (d = rev; d; d = d->next)
+		for (p = d->name; *p; ) {
+			p += strspn(p, " \t");
+			if (!*p)
+				break;
+			t = p;
+			p += strcspn(p, " \t");
+			if (*p)
+				*p++ = 0;
+			if ((m = cfgfind(t)) < 0) {
+				*msg = arena(strlen(t) + strlen(nodes[i].name) + 64);
+				sprintf(*msg, "node '%s' depends on unknown node '%s'", nodes[i].name, t);
+				free(pre);
+				return d->line;
+			}
+			if (stamp[m] == i)
+				continue;
+			stamp[m] = i;
+			pre = xrealloc(pre, (npre + 1) * sizeof(*pre));
+			pre[npre++] = m;
+		}
+	nodes[i].pre = pre;
+	nodes[i].npre = npre;
+	return 0;
+}
+
+/* a prerequisite's state: 1 done well, -1 never will be, 0 not yet */
+static int
+settled(int p)
+{
+	int s = nodes[p].state;
+
+	if (!nodes[p].want)
+		return 1;	/* not part of this run: nothing to wait for */
+	if (s == SOK || (nodes[p].allowfail && (s == SFAILED || s == STIMEOUT)))
+		return 1;
+	if (s == SFAILED || s == STIMEOUT || s == SSKIPPED || s == SCANCELLED)
+		return -1;
+	return 0;
+}
+
+int
+dagadd(int first, char **msg)
+{
+	int *stamp, *left, *order, *bad, i, j, p, n, line = 0, head = 0, tail = 0, total;
+
+	stamp = xmalloc(nnodes * sizeof(*stamp));
+	memset(stamp, 0xff, nnodes * sizeof(*stamp));
+	for (i = first; i < nnodes && !line; i++)
+		line = resolvenew(i, stamp, msg);
+	free(stamp);
+	if (line)
+		return line;
+	/* a cycle can only run through new nodes: the old ones name none */
+	left = xcalloc(nnodes, sizeof(*left));
+	order = xmalloc((nnodes - first) * sizeof(*order));
+	for (i = first; i < nnodes; i++) {
+		for (j = 0; j < nodes[i].npre; j++)
+			left[i] += nodes[i].pre[j] >= first;
+		nodes[i].npost = 0;
+	}
+	for (i = first; i < nnodes; i++) {
+		for (j = 0; j < nodes[i].npre; j++)
+			if ((p = nodes[i].pre[j]) >= first)
+				nodes[p].npost++;
+		if (!left[i])
+			order[tail++] = i;
+	}
+	for (i = first; i < nnodes; i++) {
+		nodes[i].post = xmalloc((nodes[i].npost + 1) * sizeof(int));
+		nodes[i].npost = 0;
+	}
+	for (i = first; i < nnodes; i++)
+		for (j = 0; j < nodes[i].npre; j++)
+			if ((p = nodes[i].pre[j]) >= first)
+				nodes[p].post[nodes[p].npost++] = i;
+	while (head < tail)
+		for (n = order[head++], j = 0; j < nodes[n].npost; j++)
+			if (!--left[nodes[n].post[j]])
+				order[tail++] = nodes[n].post[j];
+	if (tail < nnodes - first) {
+		line = cycle(left, msg);
+		free(left);
+		free(order);
+		return line;
+	}
+	free(left);
+	/* join: under unfinished old prerequisites, weighed, counted */
+	bad = xcalloc(nnodes - first, sizeof(*bad));
+	for (i = first; i < nnodes; i++) {
+		nodes[i].want = 1;
+		nodes[i].pending = 0;
+		for (j = 0; j < nodes[i].npre; j++) {
+			p = nodes[i].pre[j];
+			if (p >= first) {
+				nodes[i].pending++;
+				continue;
+			}
+			if ((total = settled(p)) < 0)
+				bad[i - first] = 1;
+			else if (!total) {
+				int *post = xmalloc((nodes[p].npost + 1) * sizeof(*post));
+
+				memcpy(post, nodes[p].post, nodes[p].npost * sizeof(*post));
+				post[nodes[p].npost++] = i;
+				nodes[p].post = post;	/* the old slice stays in the shared array */
+				nodes[i].pending++;
+			}
+		}
+	}
+	for (i = tail - 1; i >= 0; i--) {
+		n = order[i];
+		nodes[n].weight = 1000;
+		for (j = 0; j < nodes[n].npost; j++)
+			if (nodes[nodes[n].post[j]].weight + 1000 > nodes[n].weight)
+				nodes[n].weight = nodes[nodes[n].post[j]].weight + 1000;
+		nodes[n].state = SWAITING;
+		dagcount[SWAITING]++;
+	}
+	for (i = 0; i < tail; i++) {
+		n = order[i];
+		if (nodes[n].state != SWAITING)
+			continue;
+		if (bad[n - first]) {
+			setstate(n, SSKIPPED);
+			if (skipcb)
+				skipcb(n);
+			skipfrom(n, skipcb);
+		} else if (!nodes[n].pending)
+			ready(n);
+	}
+	free(bad);
+	free(order);
+	return 0;
+}

@@ -218,6 +218,10 @@ void dagpush(int);
 void dagdone(int n, int s);
 /* a running node is now in state s (running or suspended) */
 void dagmark(int n, int s);
+/* nodes from first on (a spawn file's) join the running graph: 0, or the
+ * line of an unknown prerequisite or a cycle and *msg; the graph is
+ * unchanged then */
+int dagadd(int first, char **msg);
 /* mark every selected node still waiting or ready as s, reported */
 void dagcancel(int s, void (*cb)(int));
 /* count of selected nodes per state */
@@ -269,6 +273,8 @@ void logskip(int node);
 void loginfo(const char *, ...);
 /* a message on stderr, clear of the status line */
 void logwarn(const char *, ...);
+/* job added n nodes from first on through its spawn file */
+void logspawn(int job, int first, int n);
 /* fan-out node n has its jobs */
 void logexpand(int n);
 /* which of a fan-out job's log files (1 out, 2 err) an earlier run left */

@@ -358,6 +358,16 @@ logwarn(const char *fmt, ...)
 }
 
 void
+logspawn(int job, int first, int n)
+{
+	int i;
+
+	record("spawn\t%s\t%d", nodes[job].name, n);
+	for (i = first; i < first + n; i++)
+		record("add\t%s", nodes[i].name);
+}
+
+void
 logexpand(int node)
 {
 	record("expand\t%s\t%d", nodes[node].name, nodes[node].njobs);

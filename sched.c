@@ -107,6 +107,8 @@ static int interrupts;		/* SIGINT, SIGTERM and SIGHUP seen */
 
 static void stop(void);
 static void calsetup(int);
+struct job;
+static void jobmsg(struct job *, const char *, ...);
 
 static void
 onsig(int sig)
@@ -252,6 +254,75 @@ envsetup(void)
 	sprintf(stateabs, "%s/%s", cwd, cfg.statedir);
 }
 
+/* the file where job n may write [node] sections to add */
+static const char *
+spawnpath(int n)
+{
+	static char *path;
+	static size_t cap, len;
+	size_t need;
+
+	if (!path) {
+		len = strlen(stateabs) + 7;
+		path = xmalloc(cap = len + 32);
+		sprintf(path, "%s/spawn/", stateabs);
+	}
+	need = len + 24;
+	if (need > cap)
+		path = xrealloc(path, cap = need);
+	sprintf(path + len, "%d.ini", n);
+	return path;
+}
+
+/* state_dir/spawn, empty: no file of an earlier run is taken for new */
+static void
+spawnsetup(void)
+{
+	char path[PATH_MAX + 32];
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/spawn", cfg.statedir);
+	if (mkdir(path, 0777) < 0 && errno != EEXIST)
+		fatal("%s:", path);
+	if (!(d = opendir(path)))
+		fatal("%s:", path);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.') {
+			snprintf(path, sizeof(path), "%s/spawn/%s", cfg.statedir, e->d_name);
+			unlink(path);
+		}
+	closedir(d);
+}
+
+/* the nodes job j wrote to its spawn file join the graph; -1 if the file
+ * is bad (the job fails, and says why in its stderr) */
+static int
+spawned(struct job *j, int ok)
+{
+	const char *path = spawnpath(j->node);
+	int first = nnodes, k, line;
+	char *msg;
+
+	if (!ok) {
+		unlink(path);
+		return 0;
+	}
+	k = cfgspawn(path, &msg);
+	if (k > 0 && (line = dagadd(first, &msg))) {
+		jobmsg(j, "%s:%d: %s", path, line, msg);
+		cfgunspawn(first);
+		k = -2;
+	} else if (k < 0)
+		jobmsg(j, "%s", msg);
+	if (k > 0) {
+		loginfo("%s added %d node%s", nodes[j->node].name, k, k == 1 ? "" : "s");
+		logspawn(j->node, first, k);
+	}
+	unlink(path);
+	return k < 0 ? -1 : 0;
+}
+
 /* name=value in *buf */
 static char *
 envvar(char **buf, size_t *cap, const char *name, const char *value)
@@ -270,8 +341,8 @@ static char **
 jobenv(struct job *j)
 {
 	static char **env, attempt[32], state[PATH_MAX + 32];
-	static char *node, *job, *input, *output;
-	static size_t capnode, capjob, capinput, capoutput;
+	static char *node, *job, *input, *output, *spawnvar;
+	static size_t capnode, capjob, capinput, capoutput, capspawn;
 	static int cap;
 	struct node *n = &nodes[j->node];
 	int i, k, e = 0;
@@ -302,6 +373,7 @@ jobenv(struct job *j)
 		env[e++] = envvar(&input, &capinput, "DAGRUN_INPUT=", n->input);
 	if (n->output)
 		env[e++] = envvar(&output, &capoutput, "DAGRUN_OUTPUT=", fantmp(j->node));
+	env[e++] = envvar(&spawnvar, &capspawn, "DAGRUN_SPAWN=", spawnpath(j->node));
 	env[e] = NULL;
 	return env;
 }
@@ -811,6 +883,8 @@ jobfinish(struct job *j, int status)
 	int n = j->node, s, g = nodes[n].parent;
 	long long bytes = -1;
 
+	if (spawned(j, !status && !j->killed && !j->timedout) < 0)
+		status = 1;
 	if (nodes[n].output)
 		bytes = outdone(j, &status);
 	lanedone(j);
@@ -1560,6 +1634,7 @@ schedrun(void)
 	envsetup();
 	fdlimit();
 	logopen(cfg.statedir);
+	spawnsetup();
 	loghistory(cfg.statedir);
 	sigsetup();
 #if defined(__linux__)

@@ -164,6 +164,8 @@ readjournal(const char *dir)
 			runinfo.pid = strtol(f[2], NULL, 10);
 			runinfo.total = atoi(f[3]);
 			runinfo.t0 = t;
+		} else if (!strcmp(f[1], "spawn") && n >= 4) {
+			runinfo.total += atoi(f[3]);
 		} else if (!strcmp(f[1], "expand") && n >= 4) {
 			runinfo.total += atoi(f[3]) - 1;
 		} else if (!strcmp(f[1], "start") && n >= 4) {
