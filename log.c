@@ -25,6 +25,7 @@ static int shown;		/* the status line is on screen */
 static int dirty;		/* buffered log lines not yet written */
 static double lastflush, lastmetrics, runt0;
 static double runsecs;		/* attempts' time, for the metrics */
+static double workleft, meancost;	/* for the ETA, from earlier runs */
 static long nruns;
 
 int
@@ -183,6 +184,13 @@ logpath(int node, int fd)
 		    (size_t)(path[fd - 1][n] = *s, 1);
 	snprintf(path[fd - 1] + n, 16, ".%s", fd == 1 ? "out" : "err");
 	return path[fd - 1];
+}
+
+/* what job n should take, from earlier runs */
+static double
+estimate(int n)
+{
+	return nodes[n].cost > 0 ? nodes[n].cost : meancost;
 }
 
 /* metrics_file: Prometheus text format, written whole and renamed */
@@ -452,6 +460,8 @@ logend(const struct jobinfo *j)
 	fprintf(benchlog, "%s\t%d\t%.3f\t%.3f\t%.3f\t%d\t%.3f\t%ld\n", name, j->attempt,
 	    j->start, j->end, dur, j->status, j->cpu, j->maxrss);
 	dirty = 1;
+	if (j->retry < 0 && meancost > 0)
+		workleft -= estimate(j->node);
 	nodes[j->node].secs = dur;
 	if (nodes[j->node].parent >= 0)
 		nodes[nodes[j->node].parent].secs += dur;
@@ -513,6 +523,8 @@ logskip(int node)
 	const char *name = nodes[node].name, *state = statename[nodes[node].state];
 
 	record("end\t%s\t0\t%s\t-1\t0", name, state);
+	if (meancost > 0)
+		workleft -= estimate(node);
 	plugnotify("end", name, nodename(node), state, -1, 0, 0, -1);
 	loginfo("%s %s", name, state);
 	if (!tty && !cfg.quiet)
@@ -522,8 +534,20 @@ logskip(int node)
 void
 logrunstart(int total)
 {
+	int i, known = 0;
+
 	record("run\t%ld\t%d", (long)getpid(), total);
 	runt0 = mono();
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].want && !nodes[i].expanded && nodes[i].cost > 0) {
+			meancost += nodes[i].cost;
+			known++;
+		}
+	if (known)
+		meancost /= known;
+	for (i = 0; i < nnodes && known; i++)
+		if (nodes[i].want && !nodes[i].expanded)
+			workleft += estimate(i);
 	if (cfg.metrics)
 		metrics();
 	if (cfg.jobs)
@@ -558,7 +582,8 @@ void
 logstatus(int nrun, int node, double elapsed, const char *waiting)
 {
 	char line[512];
-	int cols = 80, n, done = 0, s;
+	int cols = 80, n, done = 0, s, left;
+	double eta;
 #ifdef TIOCGWINSZ
 	struct winsize ws;
 
@@ -567,8 +592,15 @@ logstatus(int nrun, int node, double elapsed, const char *waiting)
 #endif
 	for (s = SOK; s < NSTATES; s++)
 		done += dagcount[s];
-	n = snprintf(line, sizeof(line), "[%d/%d]", done, done + dagcount[SWAITING] +
-	    dagcount[SREADY] + dagcount[SRUNNING] + dagcount[SSUSPENDED]);
+	left = dagcount[SWAITING] + dagcount[SREADY] + dagcount[SCALIBRATING] +
+	    dagcount[SRUNNING] + dagcount[SSUSPENDED];
+	n = snprintf(line, sizeof(line), "[%d/%d]", done, done + left);
+	if (meancost > 0 && left) {
+		/* the work left, from earlier runs, spread over the job slots */
+		eta = workleft / (cfg.jobs && cfg.jobs < left ? cfg.jobs : left);
+		n += snprintf(line + n, sizeof(line) - n, eta < 60 ? " ETA %.0fs," :
+		    " ETA %.0fm,", eta < 60 ? eta : eta / 60);
+	}
 	if (dagcount[SSUSPENDED])
 		n += snprintf(line + n, sizeof(line) - n, " %d suspended,", dagcount[SSUSPENDED]);
 	if (dagcount[SFAILED])
