@@ -273,6 +273,8 @@ void logskip(int node);
 void loginfo(const char *, ...);
 /* a message on stderr, clear of the status line */
 void logwarn(const char *, ...);
+/* job n runs alone to calibrate its node */
+void logcalibrating(int n);
 /* job added n nodes from first on through its spawn file */
 void logspawn(int job, int first, int n);
 /* fan-out node n has its jobs */

@@ -366,6 +366,12 @@ logwarn(const char *fmt, ...)
 }
 
 void
+logcalibrating(int n)
+{
+	record("calibrate\t%s", nodes[n].name);
+}
+
+void
 logspawn(int job, int first, int n)
 {
 	int i;

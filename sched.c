@@ -1146,13 +1146,15 @@ jobstart(int n)
 		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
 	run[nrun++] = j;
 	cpusrun += nodes[n].cpus;
-	if (g >= 0 && nodes[g].calib)
-		dagmark(n, SCALIBRATING);
 	if (nodes[n].timeout > 0) {
 		j->deadline = j->t0 + nodes[n].timeout;
 		anytimers = 1;
 	}
 	logstart(n, j->attempt, j->pid, shown);
+	if (g >= 0 && nodes[g].calib) {
+		dagmark(n, SCALIBRATING);
+		logcalibrating(n);
+	}
 	return 0;
 }
 
