@@ -428,7 +428,7 @@ static void
 svg(FILE *f, struct bar *b, int nb, int lanes)
 {
 	double span = runinfo.t1 - runinfo.t0, step, x, w, sc;
-	int W = 1000, L = 60, H = 18, top = 40, i, h = top + lanes * H + 40;
+	int W = 1000, L = 60, H = 18, top = 40, i, h = top + lanes * H + 44;
 
 	if (span <= 0)
 		span = 1e-3;
@@ -465,7 +465,21 @@ svg(FILE *f, struct bar *b, int nb, int lanes)
 		fprintf(f, ": %s, exit %d, %.3fs, attempt %d</title></rect>\n",
 		    statenames[b[i].a->state], b[i].a->status, b[i].a->end - b[i].a->start,
 		    b[i].a->attempt);
+		if (w >= 30) {
+			/* the name, as much as fits */
+			fprintf(f, "<svg x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\">"
+			    "<text x=\"3\" y=\"%d\" fill=\"white\">", x, top + b[i].lane * H,
+			    w - 2, H - 3, H - 7);
+			putname(f, b[i].r->name, 0);
+			fputs("</text></svg>\n", f);
+		}
 	}
+	for (i = 0; i < 4; i++)
+		fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/>"
+		    "<text x=\"%d\" y=\"%d\">%s</text>\n", L + 330 + i * 80, h - 14,
+		    colour(i == 0 ? SOK : i == 1 ? SFAILED : i == 2 ? STIMEOUT : SCANCELLED),
+		    L + 344 + i * 80, h - 5, i == 0 ? "ok" : i == 1 ? "failed" : i == 2 ? "timeout" :
+		    "cancelled");
 	fprintf(f, "<text x=\"%d\" y=\"%d\">seconds since the start; rows: worker lanes</text>\n"
 	    "</svg>\n", L, h - 5);
 }
