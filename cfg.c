@@ -803,8 +803,10 @@ fankey(struct node *n, const char *key, char *v, int line)
 	} else if (!strcmp(key, "calibrate")) {
 		if (!strcmp(v, "always"))
 			f->calibrate = 2;
+		else if (!strcmp(v, "yes") || !strcmp(v, "no"))
+			f->calibrate = *v == 'y';
 		else
-			f->calibrate = boolean(key, v, line);
+			cfgerror(line, "calibrate: expected yes, no or always, got '%s'", v);
 	} else {
 		f->calpct[!strcmp(key, "calibrate_cpu_percent") ? 0 :
 		    !strcmp(key, "calibrate_memory_percent") ? 1 : 2] = percent(key, v, line);

@@ -445,8 +445,11 @@ lanedone(struct job *j)
 	char *path;
 
 	for (w = 0; w < 2; w++) {
-		if (cfg.verbose)
+		if (cfg.verbose) {
 			show(j, w);
+			if (!j->bol[w])	/* its last line had no newline */
+				logoutput(j->node, w + 1, "\n", 1, &j->bol[w]);
+		}
 		if (fstat(lanes[k].fd[w], &st) < 0 || st.st_size == 0)
 			continue;
 		path = logpath(j->node, w + 1);
