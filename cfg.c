@@ -890,7 +890,8 @@ header(char *s, size_t n, int line, char **name)
 	if ((wn == 4 && !memcmp(s, "node", 4)) || (wn == 5 && !memcmp(s, "probe", 5))) {
 		for (e = w; e < w + n; e++)
 			if (isblank_(*e))
-				cfgerror(line, "bad node name '%.*s' (letters, digits and ._-+@)", (int)n, w);
+				cfgerror(line, "bad %s name '%.*s' (letters, digits and ._-+@)",
+				    *s == 'n' ? "node" : "probe", (int)n, w);
 		*name = w;
 		w[n] = 0;
 		return wn == 4 ? SECNODE : SECPROBE;
