@@ -883,8 +883,10 @@ fankey(struct node *n, const char *key, char *v, int line)
 	} else if (!strcmp(key, "calibrate")) {
 		if (!strcmp(v, "always"))
 			f->calibrate = 2;
+		else if (!strcmp(v, "yes") || !strcmp(v, "no"))
+			f->calibrate = *v == 'y';
 		else
-			f->calibrate = boolean(key, v, line);
+			cfgerror(line, "calibrate: expected yes, no or always, got '%s'", v);
 	} else {
 		f->calpct[!strcmp(key, "calibrate_cpu_percent") ? 0 :
 		    !strcmp(key, "calibrate_memory_percent") ? 1 : 2] = percent(key, v, line);
@@ -969,7 +971,8 @@ header(char *s, size_t n, int line, char **name)
 	    (wn == 4 && !memcmp(s, "pool", 4))) {
 		for (e = w; e < w + n; e++)
 			if (isblank_(*e))
-				cfgerror(line, "bad node name '%.*s' (letters, digits and ._-+@)", (int)n, w);
+				cfgerror(line, "bad %s name '%.*s' (letters, digits and ._-+@)",
+				    *s == 'n' ? "node" : "probe", (int)n, w);
 		*name = w;
 		w[n] = 0;
 		return *s == 'n' ? SECNODE : *s == 'p' && s[1] == 'r' ? SECPROBE : SECPOOL;

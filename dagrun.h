@@ -271,6 +271,9 @@ void logstart(int node, int attempt, long pid, const char *cmd);
 void logend(const struct jobinfo *);
 void logskip(int node);
 void loginfo(const char *, ...);
+/* s on f with newline, tab and other control bytes escaped (\n \t \xHH),
+ * so that one line stays one line */
+void logputs(FILE *f, const char *s);
 /* a message on stderr, clear of the status line */
 void logwarn(const char *, ...);
 /* job n runs alone to calibrate its node */

@@ -306,10 +306,73 @@ setslot(struct set *s, const char *k, const char *(*key)(int))
 	return &s->slot[i];
 }
 
-static const char *
-inputof(int n)
+/* the inputs of one node seen so far, as absolute paths without "." or
+ * doubled slashes, so that one file spelled two ways is one job */
+struct strset {
+	char **s;
+	size_t cap, n;
+};
+
+static int
+strsetadd(struct strset *set, char *str)
 {
-	return nodes[n].input;
+	size_t i, j;
+	char **old;
+
+	if (2 * (set->n + 1) > set->cap) {
+		old = set->s;
+		j = set->cap;
+		set->cap = set->cap ? 2 * set->cap : 1024;
+		set->s = xcalloc(set->cap, sizeof(*set->s));
+		set->n = 0;
+		while (j--)
+			if (old[j])
+				strsetadd(set, old[j]);
+		free(old);
+	}
+	for (i = hash(str) & (set->cap - 1); set->s[i]; i = (i + 1) & (set->cap - 1))
+		if (!strcmp(set->s[i], str))
+			return 0;
+	set->s[i] = str;
+	set->n++;
+	return 1;
+}
+
+static void
+strsetfree(struct strset *set)
+{
+	size_t i;
+
+	for (i = 0; i < set->cap; i++)
+		free(set->s[i]);
+	free(set->s);
+}
+
+static char *
+canonical(const char *p, size_t n)
+{
+	static char *cwd;
+	char here[PATH_MAX], *c, *w;
+	const char *r;
+	size_t cn;
+
+	if (!cwd)
+		cwd = xstrdup(getcwd(here, sizeof(here)) ? here : ".");
+	cn = *p == '/' ? 0 : strlen(cwd) + 1;
+	c = xmalloc(cn + n + 1);
+	if (cn)
+		sprintf(c, "%s/", cwd);
+	memcpy(c + cn, p, n);
+	c[cn + n] = 0;
+	for (w = c, r = c; *r; ) {
+		if (*r == '/' && (r[1] == '/' || (r[1] == '.' && (r[2] == '/' || !r[2])))) {
+			r += r[1] == '/' ? 1 : 2;
+			continue;
+		}
+		*w++ = *r++;
+	}
+	*w = 0;
+	return c;
 }
 
 static const char *
@@ -408,16 +471,17 @@ jobname(const char *node, const char *in)
 
 /* a job of node g for input in; returns 0, or -1 with *msg */
 static int
-addjob(int g, const char *in, size_t n, struct set *seen, char **msg)
+addjob(int g, const char *in, size_t n, struct strset *seen, char **msg)
 {
-	int k, *slot, *o;
-	char *input = safepath("", 0, in, n);
+	int k, *o;
+	char *input, *c = canonical(in, n);
+	struct stat a, b;
 
-	slot = setslot(seen, input, inputof);
-	if (*slot) {
-		free(input);
+	if (!strsetadd(seen, c)) {
+		free(c);
 		return 0;	/* listed twice: one job */
 	}
+	input = safepath("", 0, in, n);
 	k = cfgaddnode();
 	memcpy(&nodes[k], &nodes[g], sizeof(nodes[k]));
 	nodes[k].parent = g;
@@ -427,13 +491,12 @@ addjob(int g, const char *in, size_t n, struct set *seen, char **msg)
 	nodes[k].name = jobname(nodes[g].name, input);
 	nodes[k].output = NULL;
 	nodes[k].expanded = 0;
-	*slot = k + 1;
-	seen->n++;
 	nodes[g].njobs++;
 	if (!nodes[g].fan->outdir && !nodes[g].fan->suffix && !nodes[g].fan->output)
 		return 0;
 	nodes[k].output = outpath(g, input);
-	if (!strcmp(nodes[k].output, input)) {
+	if (!strcmp(nodes[k].output, input) || (stat(nodes[k].output, &b) == 0 &&
+	    stat(input, &a) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)) {
 		*msg = xmalloc(strlen(input) * 2 + 64);
 		sprintf(*msg, "the output of input '%s' is the input itself", input);
 		return -1;
@@ -453,7 +516,7 @@ addjob(int g, const char *in, size_t n, struct set *seen, char **msg)
 
 /* the blank-separated words of a patterns value, backslash escapes kept */
 static int
-globall(int g, struct set *seen, char **msg)
+globall(int g, struct strset *seen, char **msg)
 {
 	struct fan *f = nodes[g].fan;
 	char *p, *w, *word;
@@ -491,7 +554,7 @@ globall(int g, struct set *seen, char **msg)
 
 /* input_list: one path a line */
 static int
-readlist(int g, struct set *seen, char **msg)
+readlist(int g, struct strset *seen, char **msg)
 {
 	const char *file = nodes[g].fan->list;
 	char *line = NULL;
@@ -530,7 +593,7 @@ readlist(int g, struct set *seen, char **msg)
 int
 fanexpand(int g, char **msg)
 {
-	struct set seen = {NULL, 0, 0};
+	struct strset seen = {NULL, 0, 0};
 	int r;
 
 	nodes[g].first = nnodes;
@@ -539,7 +602,7 @@ fanexpand(int g, char **msg)
 	r = globall(g, &seen, msg);
 	if (!r && nodes[g].fan->list)
 		r = readlist(g, &seen, msg);
-	free(seen.slot);
+	strsetfree(&seen);
 	if (r < 0) {
 		for (r = nodes[g].first; r < nnodes; r++)
 			nodes[r].want = 0;	/* made, but never run */

@@ -341,6 +341,20 @@ logerror(const char *fmt, ...)
 	va_end(ap);
 }
 
+void
+logputs(FILE *f, const char *s)
+{
+	for (; *s; s++)
+		if (*s == '\n')
+			fputs("\\n", f);
+		else if (*s == '\t')
+			fputs("\\t", f);
+		else if ((unsigned char)*s < 32 || *s == 127)
+			fprintf(f, "\\x%02x", (unsigned char)*s);
+		else
+			putc(*s, f);
+}
+
 /* take the status line off the screen before printing */
 static void
 unshow(void)
@@ -415,7 +429,9 @@ logstart(int node, int attempt, long pid, const char *cmd)
 	record("start\t%s\t%d\t%ld", nodes[node].name, attempt, pid);
 	if (cmd) {
 		unshow();
-		printf("+ %s: %s\n", nodes[node].name, cmd);
+		printf("+ %s: ", nodes[node].name);
+		logputs(stdout, cmd);
+		putchar('\n');
 	}
 }
 

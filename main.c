@@ -191,7 +191,7 @@ dryrun(void)
 		cmdexpand(n, 1, 0, &buf, &cap);
 		fputs(nodes[n].name, stdout);
 		putchar('\t');
-		fputs(buf, stdout);
+		logputs(stdout, buf);
 		putchar('\n');
 		dagdone(n, SOK);
 	}

@@ -337,11 +337,10 @@ plugstop(void)
 	for (i = 0; i < nruns; i++) {
 		if (!runs[i].pid)
 			continue;
-		if (runs[i].status < 0) {
-			kill(-runs[i].pid, SIGKILL);
+		kill(-runs[i].pid, SIGKILL);	/* the group: a child may outlive the shell */
+		if (runs[i].status < 0)
 			while (waitpid(runs[i].pid, &st, 0) < 0 && errno == EINTR)
 				;
-		}
 		if (runs[i].fd >= 0)
 			close(runs[i].fd);
 		runs[i].pid = 0;

@@ -526,8 +526,11 @@ lanedone(struct job *j)
 	char *path;
 
 	for (w = 0; w < 2; w++) {
-		if (cfg.verbose)
+		if (cfg.verbose) {
 			show(j, w);
+			if (!j->bol[w])	/* its last line had no newline */
+				logoutput(j->node, w + 1, "\n", 1, &j->bol[w]);
+		}
 		if (fstat(lanes[k].fd[w], &st) < 0 || st.st_size == 0)
 			continue;
 		path = logpath(j->node, w + 1);
@@ -788,16 +791,28 @@ jobtimers(double now)
 }
 
 /* where n's outputs go, for the free space they may take */
-static const char *
+static char *
 outdirof(int n)
 {
 	static char dir[PATH_MAX];
 	const char *out = n >= 0 ? nodes[n].output : NULL, *slash;
 
 	if (!out || !(slash = strrchr(out, '/')))
-		return ".";
+		return strcpy(dir, ".");
 	snprintf(dir, sizeof(dir), "%.*s", slash == out ? 1 : (int)(slash - out), out);
 	return dir;
+}
+
+/* free space where dir is or will be: of its nearest existing parent */
+static long long
+diskfree(char *dir)
+{
+	long long free;
+	char *slash;
+
+	while ((free = resdiskfree(dir)) < 0 && (slash = strrchr(dir, '/')) && slash > dir)
+		*slash = 0;
+	return free >= 0 ? free : resdiskfree(*dir == '/' ? "/" : ".");
 }
 
 /* a fan-out node's width from one job's CPU per second, peak RSS and
@@ -817,7 +832,7 @@ calapply(int g, double cpu, double rss, double bytes, int job)
 		lim[0] = f->calpct[0] / 100 * ncpus / cpu;
 	if (rss > 0 && resmem(&used, &limit) == 0)
 		lim[1] = f->calpct[1] / 100 * (limit - used) / rss;
-	if (bytes > 0 && (disk = resdiskfree(outdirof(job))) >= 0)
+	if (bytes > 0 && (disk = diskfree(outdirof(job))) >= 0)
 		lim[2] = f->calpct[2] / 100 * disk / bytes;
 	for (i = 0; i < 3; i++) {
 		if (lim[i] >= 0 && (best < 0 || lim[i] < best)) {
