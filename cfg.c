@@ -972,7 +972,7 @@ header(char *s, size_t n, int line, char **name)
 		for (e = w; e < w + n; e++)
 			if (isblank_(*e))
 				cfgerror(line, "bad %s name '%.*s' (letters, digits and ._-+@)",
-				    *s == 'n' ? "node" : "probe", (int)n, w);
+				    *s == 'n' ? "node" : s[1] == 'r' ? "probe" : "pool", (int)n, w);
 		*name = w;
 		w[n] = 0;
 		return *s == 'n' ? SECNODE : *s == 'p' && s[1] == 'r' ? SECPROBE : SECPOOL;

@@ -579,6 +579,7 @@ dagadd(int first, char **msg)
 	}
 	for (i = tail - 1; i >= 0; i--) {
 		n = order[i];
+		nodes[n].link = bad[n - first];	/* for dagaddgo */
 		nodes[n].weight = 1000;
 		for (j = 0; j < nodes[n].npost; j++)
 			if (nodes[nodes[n].post[j]].weight + 1000 > nodes[n].weight)
@@ -586,11 +587,20 @@ dagadd(int first, char **msg)
 		nodes[n].state = SWAITING;
 		dagcount[SWAITING]++;
 	}
-	for (i = 0; i < tail; i++) {
-		n = order[i];
+	free(bad);
+	free(order);
+	return 0;
+}
+
+void
+dagaddgo(int first)
+{
+	int n, end = nnodes;
+
+	for (n = first; n < end; n++) {
 		if (nodes[n].state != SWAITING)
 			continue;
-		if (bad[n - first]) {
+		if (nodes[n].link) {
 			setstate(n, SSKIPPED);
 			if (skipcb)
 				skipcb(n);
@@ -598,7 +608,4 @@ dagadd(int first, char **msg)
 		} else if (!nodes[n].pending)
 			ready(n);
 	}
-	free(bad);
-	free(order);
-	return 0;
 }

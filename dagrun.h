@@ -222,6 +222,9 @@ void dagmark(int n, int s);
  * line of an unknown prerequisite or a cycle and *msg; the graph is
  * unchanged then */
 int dagadd(int first, char **msg);
+/* then the ones with nothing to wait for start, those after a failure are
+ * skipped */
+void dagaddgo(int first);
 /* mark every selected node still waiting or ready as s, reported */
 void dagcancel(int s, void (*cb)(int));
 /* count of selected nodes per state */
@@ -298,6 +301,8 @@ void logoutput(int node, int fd, const char *buf, size_t len, int *bol);
 /* flush stdout, and the logs at most twice a second; the metrics file
  * is rewritten at most once a second */
 void logflush(void);
+/* seconds until the metrics file is due again */
+double logmetricswake(double now);
 /* buffered log lines wait for a flush */
 int logdirty(void);
 /* a status line is drawn on the terminal */
@@ -339,8 +344,10 @@ int plugfds(struct pollfd *pfd);
 double plugwake(double now);
 /* may a job start beside nrun running?  If not, why says which holds it */
 int plugadmit(int nrun, char *why, size_t n);
-/* kill and reap what still runs */
+/* kill and reap the capacity and probe commands still running */
 void plugstop(void);
+/* kill and reap the notify command running */
+void plugnotifystop(void);
 int plugcount(void);
 /* plugin i's name and last value: 1, 0 when it has none, -1 past the end */
 int plugvalue(int i, const char **name, double *v);

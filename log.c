@@ -186,6 +186,12 @@ logpath(int node, int fd)
 	return path[fd - 1];
 }
 
+double
+logmetricswake(double now)
+{
+	return lastmetrics + 1 > now ? lastmetrics + 1 - now : 0;
+}
+
 /* what job n should take, from earlier runs */
 static double
 estimate(int n)
@@ -409,11 +415,11 @@ logflush(void)
 	double now;
 
 	fflush(stdout);
-	if (!dirty)
-		return;
 	now = mono();
 	if (cfg.metrics && now - lastmetrics >= 1)
 		metrics();
+	if (!dirty)
+		return;
 	if (now - lastflush < 0.5)
 		return;
 	fflush(mainlog);
@@ -570,8 +576,6 @@ logrunstart(int total)
 	for (i = 0; i < nnodes && known; i++)
 		if (nodes[i].want && !nodes[i].expanded)
 			workleft += estimate(i);
-	if (cfg.metrics)
-		metrics();
 	if (cfg.jobs)
 		loginfo("run started: %d jobs, at most %d at once, pid %ld", total, cfg.jobs,
 		    (long)getpid());

@@ -323,9 +323,9 @@ plugadmit(int nrun, char *why, size_t n)
 }
 
 void
-plugstop(void)
+plugnotifystop(void)
 {
-	int i, st;
+	int st;
 
 	if (npid) {
 		kill(-npid, SIGKILL);
@@ -334,6 +334,13 @@ plugstop(void)
 				;
 		npid = 0;
 	}
+}
+
+void
+plugstop(void)
+{
+	int i, st;
+
 	for (i = 0; i < nruns; i++) {
 		if (!runs[i].pid)
 			continue;
@@ -477,6 +484,18 @@ notifyrun(double now)
 	nkilled = 0;
 }
 
+/* what an event is about, for messages */
+static const char *
+evjob(struct event *e)
+{
+	char **v;
+
+	for (v = e->env; *v; v++)
+		if (!strncmp(*v, "DAGRUN_JOB=", 11) && (*v)[11])
+			return *v + 11;
+	return "the end of the run";
+}
+
 static void
 notifynext(void)
 {
@@ -496,8 +515,8 @@ plugnotifywork(double now)
 	}
 	if (npid && nstatus >= 0) {
 		if (nkilled)
-			logerror("notify: no answer after %gs: killed (%s)", cfg.notifytimeout,
-			    evhead->env[0]);
+			logerror("notify: no answer after %gs for %s: killed", cfg.notifytimeout,
+			    evjob(evhead));
 		else if (nstatus)
 			logerror("notify: exit %d (output: %s/logs/~notify.log)", nstatus, statedir);
 		npid = 0;

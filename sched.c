@@ -318,6 +318,7 @@ spawned(struct job *j, int ok)
 	if (k > 0) {
 		loginfo("%s added %d node%s", nodes[j->node].name, k, k == 1 ? "" : "s");
 		logspawn(j->node, first, k);
+		dagaddgo(first);
 	}
 	unlink(path);
 	return k < 0 ? -1 : 0;
@@ -600,6 +601,7 @@ onexpand(int g)
 		ji.status = -1;
 		ji.start = ji.end = wall();
 		ji.allowed = nodes[g].allowfail;
+		ji.retry = -1;
 		logend(&ji);
 		if (!nodes[g].allowfail) {
 			nbad++;
@@ -647,12 +649,12 @@ stop(void)
 /* the output of a job that succeeded goes to its place, any other's
  * temporary away; the output's size, or -1 */
 static long long
-outdone(struct job *j, int *status)
+outdone(struct job *j, int *status, int commit)
 {
 	const char *tmp = fantmp(j->node), *out = nodes[j->node].output;
 	struct stat st;
 
-	if (*status || j->killed) {
+	if (*status || j->killed || j->timedout) {
 		unlink(tmp);
 		return -1;
 	}
@@ -661,7 +663,7 @@ outdone(struct job *j, int *status)
 		*status = 1;
 		return -1;
 	}
-	if (rename(tmp, out) < 0) {
+	if (commit && rename(tmp, out) < 0) {
 		jobmsg(j, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
 		unlink(tmp);
 		*status = 1;
@@ -898,10 +900,14 @@ jobfinish(struct job *j, int status)
 	int n = j->node, s, g = nodes[n].parent;
 	long long bytes = -1;
 
+	/* the output must be there before a spawn file counts, and both
+	 * before the output takes its name */
+	if (nodes[n].output)
+		outdone(j, &status, 0);
 	if (spawned(j, !status && !j->killed && !j->timedout) < 0)
 		status = 1;
 	if (nodes[n].output)
-		bytes = outdone(j, &status);
+		bytes = outdone(j, &status, 1);
 	lanedone(j);
 	if (j->pid > 0)
 		cpusrun -= nodes[n].cpus;
@@ -1607,6 +1613,8 @@ nextwake(void)
 		t = 0.5;
 	if (nrun && logtty() && t > 1)
 		t = 1;
+	if (nrun && cfg.metrics && t > logmetricswake(now))
+		t = logmetricswake(now);
 	if (nplug && t > plugwake(now))
 		t = plugwake(now);
 	if ((anytimers || nretries) && t > jobtimers(now))
@@ -1630,7 +1638,7 @@ notifydrain(struct pollfd *pfd)
 			reap();
 		}
 	}
-	plugstop();
+	plugnotifystop();
 }
 
 int
@@ -1639,7 +1647,7 @@ schedrun(void)
 	double t0 = mono();
 	char deadlinetext[32];
 	struct pollfd *pfd;
-	int i, code, npfd;
+	int i, code, npfd, sig;
 
 	gatesetup();	/* refuse an unreadable gate before touching anything */
 	if (lockacquire(cfg.statedir) < 0)
@@ -1716,14 +1724,16 @@ schedrun(void)
 	code = termsig ? 128 + termsig : timedout ? EXTIME :
 	    nbad || dagcount[SSKIPPED] || dagcount[SCANCELLED] ? EXFAIL : EXOK;
 	logrunend(code, mono() - t0);
+	sig = termsig;
 	notifydrain(pfd);
 	free(pfd);
 	logclose();
 	if (cfg.timeline && showtimeline(cfg.timeline, cfg.statedir) < 0 && code == EXOK)
 		code = EXFAIL;
-	if (termsig) {
-		signal(termsig, SIG_DFL);
-		raise(termsig);
+	if (sig) {
+		/* a signal during the notifications only cuts them short */
+		signal(sig, SIG_DFL);
+		raise(sig);
 	}
 	return code;
 }

@@ -392,7 +392,7 @@ critical(struct bar *b, int nb)
 	int i, k, p, q, m, node = -1, g;
 
 	for (i = 0, r = NULL; i < nb; i++)
-		if (b[i].a->state == SOK && (!r || b[i].a->end > r->end))
+		if (!r || b[i].a->end > r->end)
 			r = b[i].r;
 	while (r) {
 		r->lane = -2;	/* on the path */
@@ -475,7 +475,8 @@ svg(FILE *f, struct bar *b, int nb, int lanes)
 		}
 	}
 	for (i = 0; i < 4; i++)
-		fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/>"
+		fprintf(f, "<rect class=\"legend\" x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" "
+		    "fill=\"%s\"/>"
 		    "<text x=\"%d\" y=\"%d\">%s</text>\n", L + 330 + i * 80, h - 14,
 		    colour(i == 0 ? SOK : i == 1 ? SFAILED : i == 2 ? STIMEOUT : SCANCELLED),
 		    L + 344 + i * 80, h - 5, i == 0 ? "ok" : i == 1 ? "failed" : i == 2 ? "timeout" :
