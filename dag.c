@@ -13,6 +13,8 @@ struct entry {
 };
 
 static int (*expandcb)(int);	/* make a fan-out node's jobs */
+static int (*donecb)(int);	/* -r: did an earlier run do this job? */
+static int *work, nwork, capwork;	/* nodes whose prerequisites are done */
 static void (*skipcb)(int);	/* a node was skipped */
 static struct entry *heap;
 static int nheap, capheap;
@@ -317,14 +319,40 @@ dagtotal(void)
 
 static void finish(int, int);
 
-/* n's prerequisites are done: queue it, or its jobs */
+static void
+later(int n)
+{
+	if (nwork == capwork)
+		work = xrealloc(work, (capwork = capwork ? 2 * capwork : 256) * sizeof(*work));
+	work[nwork++] = n;
+}
+
+/* does n follow a job that runs in this run? */
+static int
+freshpre(int n)
+{
+	int j;
+
+	for (j = 0; j < nodes[n].npre; j++)
+		if (nodes[nodes[n].pre[j]].fresh)
+			return 1;
+	return 0;
+}
+
+static void jobend(int, int);
+
+/* n's prerequisites are done: queue it, or its jobs (or, with -r, take
+ * what an earlier run did) */
 static void
 ready(int n)
 {
-	int k, end;
+	int k, end, must;
 
 	if (!fanout(n)) {
-		dagpush(n);
+		if (donecb && !freshpre(n) && donecb(n))
+			finish(n, SOK);
+		else
+			dagpush(n);
 		return;
 	}
 	if (!nodes[n].expanded) {
@@ -341,22 +369,34 @@ ready(int n)
 	nodes[n].state = SRUNNING;
 	nodes[n].pending = nodes[n].njobs;
 	nodes[n].failed = 0;
+	must = freshpre(n);
 	end = nodes[n].first + nodes[n].njobs;
 	for (k = nodes[n].first; k < end; k++) {
 		nodes[k].weight = nodes[n].weight;
-		dagpush(k);
+		if (donecb && !must && donecb(k))
+			jobend(k, SOK);
+		else
+			dagpush(k);
 	}
 	if (!nodes[n].njobs)
 		finish(n, SOK);
 }
 
+static void
+drain(void)
+{
+	while (nwork)
+		ready(work[--nwork]);
+}
+
 void
-dagstart(int (*expand)(int), void (*skipped)(int))
+dagstart(int (*expand)(int), void (*skipped)(int), int (*done)(int))
 {
 	int i;
 
 	expandcb = expand;
 	skipcb = skipped;
+	donecb = done;
 	weigh();
 	for (i = 0; i < nnodes; i++) {
 		if (!nodes[i].want)
@@ -368,7 +408,8 @@ dagstart(int (*expand)(int), void (*skipped)(int))
 	}
 	for (i = 0; i < nnodes; i++)
 		if (nodes[i].want && nodes[i].parent < 0 && !nodes[i].npre)
-			ready(i);
+			later(i);
+	drain();
 }
 
 /* skip everything downstream of n that has not started */
@@ -411,12 +452,23 @@ finish(int n, int s)
 	for (j = 0; j < nodes[n].npost; j++) {
 		m = nodes[n].post[j];
 		if (nodes[m].want && !--nodes[m].pending && nodes[m].state == SWAITING)
-			ready(m);
+			later(m);
 	}
 }
 
 void
 dagdone(int n, int s)
+{
+	nodes[n].fresh = 1;
+	if (nodes[n].parent >= 0)
+		nodes[nodes[n].parent].fresh = 1;
+	jobend(n, s);
+	drain();
+}
+
+/* n ended: on to its dependents, or its fan-out node's */
+static void
+jobend(int n, int s)
 {
 	int g = nodes[n].parent;
 
@@ -606,6 +658,7 @@ dagaddgo(int first)
 				skipcb(n);
 			skipfrom(n, skipcb);
 		} else if (!nodes[n].pending)
-			ready(n);
+			later(n);
 	}
+	drain();
 }

@@ -106,6 +106,7 @@ struct node {
 	unsigned char hasnice;
 	unsigned char expanded;	/* a fan-out node whose jobs exist */
 	unsigned char calib;	/* measuring one job before the rest */
+	unsigned char fresh;	/* ran in this run (or, for a fan-out node, a job of it) */
 };
 
 /* [pool NAME]: at most size jobs of its nodes at once */
@@ -139,6 +140,7 @@ struct config {
 	double deadline;	/* seconds for the whole run, 0 none */
 	int quiet, verbose;
 	const char *timeline;	/* -t */
+	int resume;		/* -r */
 	/* [resources]: launch gates, each < 0 when not set */
 	double cpupct, mempct, loadmax, suspendpct, cpupress, mempress;
 	long long diskfree;
@@ -207,8 +209,9 @@ int dagselect(char **targets, int ntargets);
 int dagtotal(void);
 /* queue every selected node without prerequisites; expand makes a fan-out
  * node's jobs when it is ready (the number, or -1 when it failed), skipped
- * hears of each node skipped after a failure */
-void dagstart(int (*expand)(int), void (*skipped)(int));
+ * hears of each node skipped after a failure; done (or NULL) says whether
+ * an earlier run did a job whose prerequisites did not run now (-r) */
+void dagstart(int (*expand)(int), void (*skipped)(int), int (*done)(int));
 /* next ready node to start, or -1 */
 int dagpop(void);
 int dagnready(void);
@@ -246,6 +249,8 @@ int resload(double *l1, int *runnable);
 double respressure(const char *what);
 /* bytes free to unprivileged users on path's file system; -1 unknown */
 long long resdiskfree(const char *path);
+/* when process pid started, wall clock seconds; -1 unknown */
+double resstarted(long pid);
 /* resident bytes of process pid; -1 unknown */
 long long resrss(long pid);
 
@@ -270,7 +275,9 @@ void logopen(const char *statedir);
 /* durations of earlier runs into node costs */
 void loghistory(const char *statedir);
 void logclose(void);
-void logstart(int node, int attempt, long pid, const char *cmd);
+void logstart(int node, int attempt, long pid, unsigned long long hash, const char *cmd);
+/* -r: job n is taken as done from an earlier run */
+void logresumed(int n);
 void logend(const struct jobinfo *);
 void logskip(int node);
 void loginfo(const char *, ...);
@@ -301,6 +308,10 @@ void logoutput(int node, int fd, const char *buf, size_t len, int *bol);
 /* flush stdout, and the logs at most twice a second; the metrics file
  * is rewritten at most once a second */
 void logflush(void);
+/* seconds until the journal must be made durable, 1e9 when it is */
+double logsyncwake(double now);
+/* a state file (journal, logs) could not be written */
+int logbroken(void);
 /* seconds until the metrics file is due again */
 double logmetricswake(double now);
 /* buffered log lines wait for a flush */
@@ -322,6 +333,9 @@ const char *fantmp(int n);
 /* ready job n's output directory, no stale temporary in it; 0, or -1
  * with errno and the path in *why */
 int fanprep(int n, char **why);
+/* what makes job n the job it is (commands, environment, directory,
+ * input and its size and time, output), hashed for -r */
+unsigned long long cmdhash(int n);
 /* argv to run cmd with [run] shell, as jobs run theirs */
 char **shellargv(const char *cmd);
 /* argv for job n's cmd (or post), templates filled */
@@ -366,6 +380,16 @@ double plugnotifywake(double now);
 int showstatus(const char *dir, int tsv);
 /* -t: the last run as an SVG or (.json) Chrome trace in file; 0 or -1 */
 int showtimeline(const char *file, const char *dir);
+
+/* every run the journal in dir holds, for what follows */
+void showprior(const char *dir);
+/* did job name succeed with this hash, and not run since? */
+int showdone(const char *name, unsigned long long hash);
+/* attempts job name made in the last run without succeeding */
+int showattempts(const char *name);
+/* jobs of the last run, if it did not end, that started and never ended:
+ * their process groups, start times and names; how many */
+int showorphans(long *pg, double *start, const char **name, int max);
 
 /* sched.c */
 /* run the selected graph; returns the exit status */

@@ -683,3 +683,35 @@ fanprep(int n, char **why)
 	}
 	return 0;
 }
+
+unsigned long long
+cmdhash(int n)
+{
+	struct node *nd = &nodes[n];
+	unsigned long long h = 14695981039346656037ULL;
+	const char *parts[6];
+	struct stat st;
+	char num[64];
+	int i;
+	const char *s;
+
+	parts[0] = nd->cmd;
+	parts[1] = nd->postcmd;
+	parts[2] = nd->dir;
+	parts[3] = nd->shell ? nd->shell : cfg.shell;
+	parts[4] = nd->input;
+	parts[5] = nd->output;
+	for (i = 0; i < 6 + nd->nenv; i++) {
+		s = i < 6 ? parts[i] : nd->env[i - 6];
+		for (; s && *s; s++)
+			h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+		h = (h ^ 0xff) * 1099511628211ULL;	/* a part ends: a|bc is not ab|c */
+	}
+	if (nd->input && stat(nd->input, &st) == 0) {
+		snprintf(num, sizeof(num), "%lld %lld.%09ld", (long long)st.st_size,
+		    (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+		for (s = num; *s; s++)
+			h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	}
+	return h;
+}

@@ -24,6 +24,11 @@ static int tty;			/* status line on stdout */
 static int shown;		/* the status line is on screen */
 static int dirty;		/* buffered log lines not yet written */
 static double lastflush, lastmetrics, runt0;
+static int unsynced;		/* journal records not yet made durable */
+static double syncdue;		/* when they must be */
+static int logfailed;		/* a state file could not be written */
+static int nresumed;		/* jobs -r took from an earlier run */
+static void broken(const char *, ssize_t);
 static double runsecs;		/* attempts' time, for the metrics */
 static double workleft, meancost;	/* for the ETA, from earlier runs */
 static long nruns;
@@ -159,9 +164,13 @@ logopen(const char *dir)
 		fatal("%s:", path);
 	findstale(path);
 	snprintf(path, sizeof(path), "%s/journal", dir);
-	journal = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	journal = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
 	if (journal < 0)
 		fatal("%s:", path);
+	/* a record torn by a crash ends its line before ours begin */
+	if (lseek(journal, -1, SEEK_END) >= 0 && read(journal, path, 1) == 1 && *path != '\n' &&
+	    write(journal, "\n", 1) != 1)
+		fatal("%s/journal:", dir);
 	mainlog = openlog("main.log");
 	errlog = openlog("error.log");
 	benchlog = openlog("benchmarks.log");
@@ -279,7 +288,8 @@ record(const char *fmt, ...)
 {
 	char line[8192];
 	va_list ap;
-	int n;
+	int n, k;
+	ssize_t w;
 
 	n = snprintf(line, sizeof(line), "%.3f\t", wall());
 	va_start(ap, fmt);
@@ -288,8 +298,43 @@ record(const char *fmt, ...)
 	if ((size_t)n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
 	line[n++] = '\n';
-	if (write(journal, line, n) != n)
-		warn("%s/journal:", statedir);
+	for (k = 0; k < n && (w = write(journal, line + k, n - k)) > 0; k += w)
+		;	/* a short write: the rest gets the error, such as ENOSPC */
+	if (k < n)
+		broken("journal", -1);
+	else if (!unsynced++)
+		syncdue = mono() + 1;
+}
+
+/* a write to a state file failed: said once, and the run stops */
+static void
+broken(const char *file, ssize_t n)
+{
+	if (!logfailed)
+		warn("%s/%s: %s: no new job starts", statedir, file, n >= 0 ? "short write" :
+		    strerror(errno));
+	logfailed = 1;
+}
+
+int
+logbroken(void)
+{
+	return logfailed;
+}
+
+/* the journal on disk: at most a second after a record, and at the end */
+static void
+journalsync(void)
+{
+	if (unsynced && fdatasync(journal) < 0 && errno != EINVAL)
+		broken("journal", -1);
+	unsynced = 0;
+}
+
+double
+logsyncwake(double now)
+{
+	return !unsynced ? 1e9 : syncdue > now ? syncdue - now : 0;
 }
 
 static void
@@ -418,27 +463,35 @@ logflush(void)
 	now = mono();
 	if (cfg.metrics && now - lastmetrics >= 1)
 		metrics();
+	if (unsynced && now >= syncdue)
+		journalsync();
 	if (!dirty)
 		return;
 	if (now - lastflush < 0.5)
 		return;
-	fflush(mainlog);
-	fflush(errlog);
-	fflush(benchlog);
+	if (fflush(mainlog) || fflush(errlog) || fflush(benchlog))
+		broken("main.log, error.log or benchmarks.log", -1);
 	dirty = 0;
 	lastflush = now;
 }
 
 void
-logstart(int node, int attempt, long pid, const char *cmd)
+logstart(int node, int attempt, long pid, unsigned long long hash, const char *cmd)
 {
-	record("start\t%s\t%d\t%ld", nodes[node].name, attempt, pid);
+	record("start\t%s\t%d\t%ld\t%016llx", nodes[node].name, attempt, pid, hash);
 	if (cmd) {
 		unshow();
 		printf("+ %s: ", nodes[node].name);
 		logputs(stdout, cmd);
 		putchar('\n');
 	}
+}
+
+void
+logresumed(int n)
+{
+	record("resumed\t%s", nodes[n].name);
+	nresumed++;
 }
 
 /* the last lines of the job's stderr, tagged */
@@ -592,6 +645,8 @@ logrunend(int status, double secs)
 	for (s = SOK; s < NSTATES; s++)
 		total += dagcount[s];
 	n = snprintf(sum, sizeof(sum), "%d ok", dagcount[SOK]);
+	if (nresumed)
+		n += snprintf(sum + n, sizeof(sum) - n, " (%d of them by an earlier run)", nresumed);
 	for (s = SFAILED; s < NSTATES; s++)
 		if (dagcount[s])
 			n += snprintf(sum + n, sizeof(sum) - n, ", %d %s", dagcount[s], statename[s]);
@@ -721,7 +776,8 @@ logclose(void)
 {
 	fflush(stdout);
 	if (fflush(mainlog) || fflush(errlog) || fflush(benchlog))
-		warn("%s: writing logs:", statedir);
+		broken("main.log, error.log or benchmarks.log", -1);
+	journalsync();
 	savehistory();
 	dirty = 0;
 }

@@ -131,7 +131,7 @@ wall(void)
 static NORETURN void
 usage(FILE *f)
 {
-	fprintf(f, "usage: %s [-cgknqsvx] [-C dir] [-D name=value] [-f file] "
+	fprintf(f, "usage: %s [-cgknqrsvx] [-C dir] [-D name=value] [-f file] "
 	    "[-j jobs] [-l load] [-t timeline.svg] [node ...]\n", argv0);
 	exit(f == stdout ? EXOK : EXUSAGE);
 }
@@ -186,7 +186,7 @@ dryrun(void)
 	size_t cap = 0;
 	int n;
 
-	dagstart(NULL, NULL);
+	dagstart(NULL, NULL, NULL);
 	while ((n = dagpop()) >= 0) {
 		cmdexpand(n, 1, 0, &buf, &cap);
 		fputs(nodes[n].name, stdout);
@@ -203,14 +203,14 @@ main(int argc, char **argv)
 {
 	struct var *defs = NULL, *v;
 	const char *file = "dagrun.ini", *dir = NULL;
-	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1, status = 0;
+	int opt, check = 0, graph = 0, dry = 0, jobs = -1, onfail = -1, status = 0, resume = 0;
 	const char *timeline = NULL;
 	int quiet = 0, verbose = 0, line, bad, i, n, nodes0;
 	double load = -1;
 	char *msg, *eq;
 
 	opterr = 0;
-	while ((opt = getopt(argc, argv, ":cgknqsvxC:D:f:j:l:t:hV")) != -1) {
+	while ((opt = getopt(argc, argv, ":cgknqrsvxC:D:f:j:l:t:hV")) != -1) {
 		switch (opt) {
 		case 'c': check = 1; break;
 		case 'g': graph = 1; break;
@@ -218,6 +218,7 @@ main(int argc, char **argv)
 		case 'x': onfail = FABORT; break;
 		case 'n': dry = 1; break;
 		case 's': status = 1; break;
+		case 'r': resume = 1; break;
 		case 't': timeline = optarg; break;
 		case 'q': quiet = 1; verbose = 0; break;
 		case 'v': verbose = 1; quiet = 0; break;
@@ -270,6 +271,7 @@ main(int argc, char **argv)
 		timeline = abs;
 	}
 	cfg.timeline = timeline;
+	cfg.resume = resume;
 	if (status) {
 		if (chdir(cfg.dir) < 0)
 			fatal("%s:", cfg.dir);

@@ -327,3 +327,33 @@ resrss(long pid)
 	return -1;
 #endif
 }
+
+double
+resstarted(long pid)
+{
+#if defined(__linux__)
+	static char buf[1 << 16];
+	char path[64], *p, *line;
+	unsigned long long ticks;
+	double boot = -1;
+	int i;
+
+	if (readsys("/proc/stat", buf, sizeof(buf)) <= 0)
+		return -1;
+	for (line = buf; line; line = (p = strchr(line, '\n')) ? p + 1 : NULL)
+		if (!strncmp(line, "btime ", 6))
+			boot = strtod(line + 6, NULL);
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if (boot < 0 || readsys(path, buf, sizeof(buf)) <= 0 || !(p = strrchr(buf, ')')))
+		return -1;
+	/* field 22, counted after the command name's closing parenthesis */
+	for (i = 3, p++; i < 22 && p; i++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p, " %llu", &ticks) != 1)
+		return -1;
+	return boot + (double)ticks / sysconf(_SC_CLK_TCK);
+#else
+	(void)pid;
+	return -1;
+#endif
+}

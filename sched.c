@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <time.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,7 @@ static char waitwhy[192];
 static int nplug;		/* capacity and probes */
 static int anytimers;		/* some job has had a timeout */
 static int interrupts;		/* SIGINT, SIGTERM and SIGHUP seen */
+static int diskbad;		/* a state file could not be written */
 
 static void stop(void);
 static void calsetup(int);
@@ -580,6 +582,69 @@ static void
 onskip(int n)
 {
 	logskip(n);
+}
+
+/* jobs of a run whose dagrun died (SIGKILL, OOM, power loss of dagrun
+ * alone) may still run: their process groups get SIGTERM, then SIGKILL
+ * after kill_grace, and the run begins once they are gone, so that no job
+ * ever runs beside an earlier copy of itself */
+static void
+orphans(void)
+{
+	enum { MAX = 4096 };
+	static long pg[MAX];
+	static double at[MAX];
+	static const char *name[MAX];
+	struct timespec nap = {0, 20000000};
+	double t0 = mono(), leader;
+	int n = showorphans(pg, at, name, MAX), i, k = 0, left, sig = SIGTERM;
+
+	for (i = 0; i < n; i++) {
+		if (kill(-pg[i], 0) < 0)
+			continue;
+		/* a live leader must be the one the journal saw start */
+		if ((leader = resstarted(pg[i])) >= 0 && (leader < at[i] - 2 || leader > at[i] + 2))
+			continue;
+		loginfo("%s: still running from an earlier run (process group %ld): SIGTERM",
+		    name[i], pg[i]);
+		logwarn("%s: still running from an earlier run (process group %ld): terminated",
+		    name[i], pg[i]);
+		kill(-pg[i], SIGTERM);
+		kill(-pg[i], SIGCONT);
+		pg[k++] = pg[i];
+	}
+	for (;;) {
+		for (i = 0, left = 0; i < k; i++)
+			left += kill(-pg[i], 0) == 0;
+		if (!left)
+			break;
+		if (sig == SIGTERM && mono() - t0 >= cfg.killgrace) {
+			sig = SIGKILL;
+			for (i = 0; i < k; i++)
+				kill(-pg[i], SIGKILL);
+		} else if (sig == SIGKILL && mono() - t0 >= cfg.killgrace + 5) {
+			logerror("an earlier run's job survives SIGKILL: going on beside it");
+			break;
+		}
+		nanosleep(&nap, NULL);
+	}
+}
+
+/* -r: did an earlier run do job n, with the same command and inputs?  A
+ * fan-out job whose output is newer than its input counts as done too */
+static int
+onresume(int n)
+{
+	struct stat in, out;
+
+	if (showdone(nodes[n].name, cmdhash(n)) || (nodes[n].input && nodes[n].output &&
+	    stat(nodes[n].output, &out) == 0 && stat(nodes[n].input, &in) == 0 &&
+	    (out.st_mtim.tv_sec > in.st_mtim.tv_sec || (out.st_mtim.tv_sec == in.st_mtim.tv_sec &&
+	    out.st_mtim.tv_nsec > in.st_mtim.tv_nsec)))) {
+		logresumed(n);
+		return 1;
+	}
+	return 0;
 }
 
 /* a fan-out node is ready: its inputs become jobs */
@@ -1122,6 +1187,8 @@ jobstart(int n)
 		j = xmalloc(sizeof(*j));
 	memset(j, 0, sizeof(*j));
 	j->node = n;
+	if (cfg.resume && !nodes[n].attempts)
+		nodes[n].attempts = showattempts(nodes[n].name);	/* retries go on */
 	j->attempt = ++nodes[n].attempts;
 	j->lane = lane;
 	j->bol[0] = j->bol[1] = 1;
@@ -1159,7 +1226,7 @@ jobstart(int n)
 	}
 	if (e) {
 		j->pid = 0;
-		logstart(n, j->attempt, 0, shown);
+		logstart(n, j->attempt, 0, cmdhash(n), shown);
 		jobfinish(j, e == ENOENT ? 127 : 126);
 		return 0;
 	}
@@ -1171,7 +1238,7 @@ jobstart(int n)
 		j->deadline = j->t0 + nodes[n].timeout;
 		anytimers = 1;
 	}
-	logstart(n, j->attempt, j->pid, shown);
+	logstart(n, j->attempt, j->pid, cmdhash(n), shown);
 	if (g >= 0 && nodes[g].calib) {
 		dagmark(n, SCALIBRATING);
 		logcalibrating(n);
@@ -1615,6 +1682,8 @@ nextwake(void)
 		t = 1;
 	if (nrun && cfg.metrics && t > logmetricswake(now))
 		t = logmetricswake(now);
+	if (t > logsyncwake(now))
+		t = logsyncwake(now);
 	if (nplug && t > plugwake(now))
 		t = plugwake(now);
 	if ((anytimers || nretries) && t > jobtimers(now))
@@ -1659,6 +1728,8 @@ schedrun(void)
 	envsetup();
 	fdlimit();
 	logopen(cfg.statedir);
+	showprior(cfg.statedir);
+	orphans();
 	spawnsetup();
 	loghistory(cfg.statedir);
 	sigsetup();
@@ -1677,7 +1748,7 @@ schedrun(void)
 			logexpand(i);
 			calsetup(i);
 		}
-	dagstart(onexpand, onskip);
+	dagstart(onexpand, onskip, cfg.resume ? onresume : NULL);
 	if (cfg.deadline > 0) {
 		deadlineat = t0 + cfg.deadline;
 		snprintf(deadlinetext, sizeof(deadlinetext), "%gs", cfg.deadline);
@@ -1712,6 +1783,14 @@ schedrun(void)
 		if (deadlineat && !timedout && mono() >= deadlineat)
 			expire("deadline passed (%s after the start): jobs terminated", deadlinetext);
 		suspendcheck();
+		if (logbroken() && !diskbad) {
+			/* a state file cannot be written: nothing new starts, the
+			 * running jobs end as on_failure says */
+			diskbad = 1;
+			stop();
+			if (cfg.onfail == FABORT && nrun)
+				killall(SIGTERM);
+		}
 		if (anytimers)
 			timeouts();
 		if (nretries)
@@ -1722,7 +1801,8 @@ schedrun(void)
 	if (stopping)
 		dagcancel(SCANCELLED, onskip);
 	code = termsig ? 128 + termsig : timedout ? EXTIME :
-	    nbad || dagcount[SSKIPPED] || dagcount[SCANCELLED] ? EXFAIL : EXOK;
+	    nbad || diskbad || logbroken() || dagcount[SSKIPPED] || dagcount[SCANCELLED] ?
+	    EXFAIL : EXOK;
 	logrunend(code, mono() - t0);
 	sig = termsig;
 	notifydrain(pfd);

@@ -19,6 +19,10 @@ static const char *const statenames[NSTATES] = {
 struct jobrec {
 	char *name;
 	int state, attempt, status;
+	long pid;		/* of the last start */
+	unsigned long long hash, okhash;	/* of the last start, of the last success */
+	int okrun;		/* the run it last succeeded in, 0 never */
+	int run;		/* the run of its last start */
 	double start, end;	/* wall clock of the last attempt, end 0 not yet */
 	double dur;
 	int lane;		/* for the timeline */
@@ -124,6 +128,22 @@ addattempt(struct jobrec *r, double end, int state, int status)
 	a->status = status;
 }
 
+/* forget what was read before */
+static void
+resetrecs(void)
+{
+	int i;
+
+	for (i = 0; i < nrecs; i++) {
+		free(recs[i].name);
+		free(recs[i].att);
+	}
+	nrecs = 0;
+	if (nslots)
+		memset(slots, 0, nslots * sizeof(*slots));
+	memset(&runinfo, 0, sizeof(runinfo));
+}
+
 /* read the journal from the last run record; 0, or -1 with no run */
 static int
 readjournal(const char *dir)
@@ -136,6 +156,7 @@ readjournal(const char *dir)
 	struct jobrec *r;
 	char *last = NULL;
 
+	resetrecs();
 	snprintf(path, sizeof(path), "%s/journal", dir);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return -1;
@@ -187,6 +208,8 @@ readjournal(const char *dir)
 			find(f[2])->state = SREADY;
 		} else if ((!strcmp(f[1], "suspend") || !strcmp(f[1], "resume")) && n >= 3) {
 			find(f[2])->state = f[1][0] == 's' ? SSUSPENDED : SRUNNING;
+		} else if (!strcmp(f[1], "resumed") && n >= 3) {
+			find(f[2])->state = SOK;
 		} else if (!strcmp(f[1], "calibrate") && n >= 3) {
 			find(f[2])->state = SCALIBRATING;
 		} else if (!strcmp(f[1], "done") && n >= 4) {
@@ -535,4 +558,113 @@ showtimeline(const char *file, const char *dir)
 		return -1;
 	}
 	return 0;
+}
+
+/* -r and the start of every run: what earlier runs say, all of them */
+static int nrun_;		/* runs seen */
+
+static void
+readall(const char *dir)
+{
+	char path[4096], *buf, *line, *nl, *f[8];
+	size_t len = 0, cap = 1 << 16;
+	struct jobrec *r;
+	ssize_t k;
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/journal", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	buf = xmalloc(cap + 1);
+	while ((k = read(fd, buf + len, cap - len)) > 0)
+		if ((len += k) == cap)
+			buf = xrealloc(buf, (cap *= 2) + 1);
+	close(fd);
+	buf[len] = 0;
+	for (line = buf; (nl = strchr(line, '\n')); line = nl + 1) {
+		*nl = 0;
+		if ((n = fields(line, f, 8)) < 2)
+			continue;
+		if (!strcmp(f[1], "run") && n >= 4) {
+			nrun_++;
+			runinfo.pid = strtol(f[2], NULL, 10);
+			runinfo.t0 = strtod(f[0], NULL);
+			runinfo.done = 0;
+		} else if (!strcmp(f[1], "done")) {
+			runinfo.done = 1;
+		} else if (!strcmp(f[1], "start") && n >= 5) {
+			r = find(f[2]);
+			r->attempt = atoi(f[3]);
+			r->pid = strtol(f[4], NULL, 10);
+			r->hash = n >= 6 ? strtoull(f[5], NULL, 16) : 0;
+			r->start = strtod(f[0], NULL);
+			r->state = SRUNNING;
+			r->run = nrun_;
+			r->okrun = 0;	/* begun again: an earlier success no longer stands */
+		} else if (!strcmp(f[1], "end") && n >= 5 && strcmp(f[3], "0")) {
+			r = find(f[2]);
+			r->state = stateof(f[4]);
+			if (r->state == SOK && r->hash) {
+				r->okhash = r->hash;
+				r->okrun = nrun_;
+			}
+		} else if (!strcmp(f[1], "resumed") && n >= 3) {
+			r = find(f[2]);
+			if (r->okrun)
+				r->okrun = nrun_;	/* still good, carried on */
+			r->state = SOK;
+		}
+	}
+	free(buf);
+}
+
+static struct jobrec *
+lookup(const char *name)
+{
+	size_t i;
+
+	if (!nslots)
+		return NULL;
+	for (i = hash(name) & (nslots - 1); slots[i]; i = (i + 1) & (nslots - 1))
+		if (!strcmp(recs[slots[i] - 1].name, name))
+			return &recs[slots[i] - 1];
+	return NULL;
+}
+
+void
+showprior(const char *dir)
+{
+	readall(dir);
+}
+
+int
+showdone(const char *name, unsigned long long hash)
+{
+	struct jobrec *r = lookup(name);
+
+	return r && r->okrun && r->okhash == hash;
+}
+
+int
+showattempts(const char *name)
+{
+	struct jobrec *r = lookup(name);
+
+	return r && r->run == nrun_ && r->state != SOK ? r->attempt : 0;
+}
+
+int
+showorphans(long *pg, double *start, const char **name, int max)
+{
+	int i, n = 0;
+
+	if (runinfo.done || !nrun_)
+		return 0;
+	for (i = 0; i < nrecs && n < max; i++)
+		if (recs[i].run == nrun_ && recs[i].state == SRUNNING && recs[i].pid > 0) {
+			pg[n] = recs[i].pid;
+			start[n] = recs[i].start;
+			name[n++] = recs[i].name;
+		}
+	return n;
 }

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import BIN, argv, clean_env
 
-USAGE = ("usage: dagrun [-cgknqsvx] [-C dir] [-D name=value] [-f file] "
+USAGE = ("usage: dagrun [-cgknqrsvx] [-C dir] [-D name=value] [-f file] "
          "[-j jobs] [-l load] [-t timeline.svg] [node ...]\n")
 SUMMARY = re.compile(r"^dagrun: (\d+) jobs: (.*) in \d+\.\d\ds$")
 
