@@ -42,6 +42,25 @@ static int nruns;
 static int devnull = -1;
 static const char *statedir;
 
+/* a plugin's own process group, an empty signal mask */
+static posix_spawnattr_t *
+spawnattr(void)
+{
+	static posix_spawnattr_t at;
+	static int haveat;
+	sigset_t none;
+
+	if (!haveat) {
+		posix_spawnattr_init(&at);
+		sigemptyset(&none);
+		posix_spawnattr_setsigmask(&at, &none);
+		posix_spawnattr_setpgroup(&at, 0);
+		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+		haveat = 1;
+	}
+	return &at;
+}
+
 void
 plugsetup(int nul, const char *dir)
 {
@@ -105,10 +124,7 @@ errpath(const struct run *r)
 static void
 plugrun(struct run *r, double now)
 {
-	static posix_spawnattr_t at;
-	static int haveat;
 	posix_spawn_file_actions_t fa;
-	sigset_t none;
 	char **argv;
 	int p[2], e;
 
@@ -120,20 +136,12 @@ plugrun(struct run *r, double now)
 	fcntl(p[0], F_SETFD, FD_CLOEXEC);
 	fcntl(p[1], F_SETFD, FD_CLOEXEC);
 	fcntl(p[0], F_SETFL, O_NONBLOCK);
-	if (!haveat) {
-		posix_spawnattr_init(&at);
-		sigemptyset(&none);
-		posix_spawnattr_setsigmask(&at, &none);
-		posix_spawnattr_setpgroup(&at, 0);
-		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-		haveat = 1;
-	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
 	posix_spawn_file_actions_addopen(&fa, 2, errpath(r), O_WRONLY | O_CREAT | O_TRUNC, 0666);
 	argv = shellargv(r->p->cmd);
-	e = posix_spawnp(&r->pid, argv[0], &fa, &at, argv, plugenv());
+	e = posix_spawnp(&r->pid, argv[0], &fa, spawnattr(), argv, plugenv());
 	posix_spawn_file_actions_destroy(&fa);
 	close(p[1]);
 	if (e) {
@@ -445,11 +453,8 @@ plugnotify(const char *event, const char *job, const char *node, const char *sta
 static void
 notifyrun(double now)
 {
-	static posix_spawnattr_t at;
-	static int haveat;
 	posix_spawn_file_actions_t fa;
 	char path[4096], **argv;
-	sigset_t none;
 	int e;
 
 	if (nlog < 0) {
@@ -458,20 +463,12 @@ notifyrun(double now)
 		if (nlog < 0)
 			nlog = devnull;
 	}
-	if (!haveat) {
-		posix_spawnattr_init(&at);
-		sigemptyset(&none);
-		posix_spawnattr_setsigmask(&at, &none);
-		posix_spawnattr_setpgroup(&at, 0);
-		posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-		haveat = 1;
-	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
 	posix_spawn_file_actions_adddup2(&fa, nlog, 1);
 	posix_spawn_file_actions_adddup2(&fa, nlog, 2);
 	argv = shellargv(cfg.notify);
-	e = posix_spawnp(&npid, argv[0], &fa, &at, argv, evhead->env);
+	e = posix_spawnp(&npid, argv[0], &fa, spawnattr(), argv, evhead->env);
 	posix_spawn_file_actions_destroy(&fa);
 	if (e) {
 		npid = 0;

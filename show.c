@@ -144,28 +144,40 @@ resetrecs(void)
 	memset(&runinfo, 0, sizeof(runinfo));
 }
 
-/* read the journal from the last run record; 0, or -1 with no run */
-static int
-readjournal(const char *dir)
+/* the whole journal in dir, read afresh: NUL-ended, or NULL */
+static char *
+slurp(const char *dir)
 {
-	char path[4096], *buf, *line, *nl, *f[8];
+	char path[4096], *buf;
 	size_t len = 0, cap = 1 << 16;
 	ssize_t k;
-	int fd, n, st;
-	double t;
-	struct jobrec *r;
-	char *last = NULL;
+	int fd;
 
 	resetrecs();
 	snprintf(path, sizeof(path), "%s/journal", dir);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -1;
+		return NULL;
 	buf = xmalloc(cap + 1);
 	while ((k = read(fd, buf + len, cap - len)) > 0)
 		if ((len += k) == cap)
 			buf = xrealloc(buf, (cap *= 2) + 1);
 	close(fd);
 	buf[len] = 0;
+	return buf;
+}
+
+/* read the journal from the last run record; 0, or -1 with no run */
+static int
+readjournal(const char *dir)
+{
+	char *buf, *line, *nl, *f[8];
+	int n, st;
+	double t;
+	struct jobrec *r;
+	char *last = NULL;
+
+	if (!(buf = slurp(dir)))
+		return -1;
 	/* the last run; a torn last line (no newline) is ignored */
 	for (line = buf; (nl = strchr(line, '\n')); line = nl + 1)
 		if (!strncmp(strchr(line, '\t') ? strchr(line, '\t') + 1 : line, "run\t", 4) &&
@@ -566,21 +578,12 @@ static int nrun_;		/* runs seen */
 static void
 readall(const char *dir)
 {
-	char path[4096], *buf, *line, *nl, *f[8];
-	size_t len = 0, cap = 1 << 16;
+	char *buf, *line, *nl, *f[8];
 	struct jobrec *r;
-	ssize_t k;
-	int fd, n;
+	int n;
 
-	snprintf(path, sizeof(path), "%s/journal", dir);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	if (!(buf = slurp(dir)))
 		return;
-	buf = xmalloc(cap + 1);
-	while ((k = read(fd, buf + len, cap - len)) > 0)
-		if ((len += k) == cap)
-			buf = xrealloc(buf, (cap *= 2) + 1);
-	close(fd);
-	buf[len] = 0;
 	for (line = buf; (nl = strchr(line, '\n')); line = nl + 1) {
 		*nl = 0;
 		if ((n = fields(line, f, 8)) < 2)
