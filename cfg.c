@@ -19,6 +19,7 @@ int nnodes;
 static int capnodes;
 static jmp_buf *errjmp;		/* reading a spawn file: errors return here */
 static const char *errfile;
+static int spawnstart;		/* the first node of the spawn file read now */
 static char errbuf[1024];
 static int *htab;		/* node indices, -1 empty */
 static size_t hcap;
@@ -330,6 +331,8 @@ newnode(char *name, int line)
 	if ((size_t)nnodes * 2 >= hcap)
 		hgrow();
 	slot = hslot(name);
+	if (*slot >= 0 && errjmp && *slot < spawnstart)
+		cfgerror(line, "duplicate node '%s' (already in the graph)", name);
 	if (*slot >= 0)
 		cfgerror(line, "duplicate node '%s' (first at line %d)", name, nodes[*slot].line);
 	*slot = nnodes;
@@ -1067,7 +1070,7 @@ cfgspawn(const char *file, char **msg)
 	struct stat st;
 	ssize_t r;
 
-	start = nnodes;
+	start = spawnstart = nnodes;
 	sec = SECNONE;
 	cur = -1;
 	if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {

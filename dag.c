@@ -15,6 +15,8 @@ struct entry {
 static int (*expandcb)(int);	/* make a fan-out node's jobs */
 static int (*donecb)(int);	/* -r: did an earlier run do this job? */
 static int *work, nwork, capwork;	/* nodes whose prerequisites are done */
+int *dagedges;		/* the dependents of the config's nodes, one array: kept
+			 * here when a node's slice of it gives way to its own */
 static void (*skipcb)(int);	/* a node was skipped */
 static struct entry *heap;
 static int nheap, capheap;
@@ -159,7 +161,7 @@ invert(void)
 		for (j = 0; j < nodes[i].npre; j++)
 			nodes[nodes[i].pre[j]].npost++;
 	}
-	all = xmalloc(total * sizeof(*all));
+	all = dagedges = xmalloc((total ? total : 1) * sizeof(*all));
 	fill = xmalloc(nnodes * sizeof(*fill));
 	for (i = 0, total = 0; i < nnodes; i++) {
 		nodes[i].post = all + total;
@@ -560,6 +562,37 @@ settled(int p)
 	return 0;
 }
 
+/* one more dependent for p: its own array from now on (the slice of the
+ * shared one stays where it is) */
+static void
+addpost(int p, int i)
+{
+	int *post;
+
+	if (nodes[p].ownpost) {
+		post = xrealloc(nodes[p].post, (nodes[p].npost + 1) * sizeof(*post));
+	} else {
+		post = xmalloc((nodes[p].npost + 1) * sizeof(*post));
+		memcpy(post, nodes[p].post, nodes[p].npost * sizeof(*post));
+		nodes[p].ownpost = 1;
+	}
+	post[nodes[p].npost++] = i;
+	nodes[p].post = post;
+}
+
+/* the arrays of nodes from first on, which do not join after all */
+static void
+dropnew(int first)
+{
+	int i;
+
+	for (i = first; i < nnodes; i++) {
+		free(nodes[i].pre);
+		free(nodes[i].post);
+		nodes[i].pre = nodes[i].post = NULL;
+	}
+}
+
 int
 dagadd(int first, char **msg)
 {
@@ -567,11 +600,15 @@ dagadd(int first, char **msg)
 
 	stamp = xmalloc(nnodes * sizeof(*stamp));
 	memset(stamp, 0xff, nnodes * sizeof(*stamp));
+	for (i = first; i < nnodes; i++)
+		nodes[i].pre = nodes[i].post = NULL;
 	for (i = first; i < nnodes && !line; i++)
 		line = resolvenew(i, stamp, msg);
 	free(stamp);
-	if (line)
+	if (line) {
+		dropnew(first);
 		return line;
+	}
 	/* a cycle can only run through new nodes: the old ones name none */
 	left = xcalloc(nnodes, sizeof(*left));
 	order = xmalloc((nnodes - first) * sizeof(*order));
@@ -590,6 +627,7 @@ dagadd(int first, char **msg)
 	for (i = first; i < nnodes; i++) {
 		nodes[i].post = xmalloc((nodes[i].npost + 1) * sizeof(int));
 		nodes[i].npost = 0;
+		nodes[i].ownpost = 1;
 	}
 	for (i = first; i < nnodes; i++)
 		for (j = 0; j < nodes[i].npre; j++)
@@ -603,6 +641,7 @@ dagadd(int first, char **msg)
 		line = cycle(left, msg);
 		free(left);
 		free(order);
+		dropnew(first);
 		return line;
 	}
 	free(left);
@@ -620,11 +659,7 @@ dagadd(int first, char **msg)
 			if ((total = settled(p)) < 0)
 				bad[i - first] = 1;
 			else if (!total) {
-				int *post = xmalloc((nodes[p].npost + 1) * sizeof(*post));
-
-				memcpy(post, nodes[p].post, nodes[p].npost * sizeof(*post));
-				post[nodes[p].npost++] = i;
-				nodes[p].post = post;	/* the old slice stays in the shared array */
+				addpost(p, i);
 				nodes[i].pending++;
 			}
 		}

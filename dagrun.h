@@ -106,6 +106,7 @@ struct node {
 	unsigned char hasnice;
 	unsigned char expanded;	/* a fan-out node whose jobs exist */
 	unsigned char calib;	/* measuring one job before the rest */
+	unsigned char ownpost;	/* post is its own allocation, not the shared array's */
 	unsigned char fresh;	/* ran in this run (or, for a fan-out node, a job of it) */
 };
 

@@ -291,7 +291,7 @@ record(const char *fmt, ...)
 	int n, k;
 	ssize_t w;
 
-	n = snprintf(line, sizeof(line), "%.3f\t", wall());
+	n = snprintf(line, sizeof(line), "%.6f\t", wall());
 	va_start(ap, fmt);
 	n += vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
 	va_end(ap);

@@ -1299,6 +1299,21 @@ reap(void)
 	}
 }
 
+/* does a lingering group still wait for its SIGKILL?  When none does,
+ * the rest get a second to be reaped */
+static int
+killsdue(void)
+{
+	int i;
+
+	for (i = 0; i < nlinger; i++)
+		if (linger[i].killat)
+			return 1;
+	if (!lingerend)
+		lingerend = mono() + 1;
+	return 0;
+}
+
 /* forget the lingering groups that are gone */
 static void
 prune(void)
@@ -1686,6 +1701,8 @@ nextwake(void)
 		t = logsyncwake(now);
 	if (nplug && t > plugwake(now))
 		t = plugwake(now);
+	if (cfg.notify && t > plugnotifywake(now))
+		t = plugnotifywake(now);
 	if ((anytimers || nretries) && t > jobtimers(now))
 		t = jobtimers(now);
 	return t == 1e9 ? -1 : (int)(t * 1000) + 1;
@@ -1761,7 +1778,7 @@ schedrun(void)
 			plugnotifywork(mono());
 		if (!nrun && (stopping || (!dagnready() && !nretries))) {
 			prune();
-			if (!nlinger || (!killat && mono() >= lingerend))
+			if (!nlinger || (!killat && !killsdue() && mono() >= lingerend))
 				break;
 		}
 		status();

@@ -74,7 +74,7 @@ find(const char *name)
 	if (nrecs == caprecs)
 		recs = xrealloc(recs, (caprecs = caprecs ? 2 * caprecs : 256) * sizeof(*recs));
 	memset(&recs[nrecs], 0, sizeof(recs[nrecs]));
-	recs[nrecs].name = xstrdup(name);
+	recs[nrecs].name = strcpy(xmalloc(strlen(name) + 1), name);	/* freed again */
 	recs[nrecs].state = SWAITING;
 	recs[nrecs].status = -1;
 	slots[i] = ++nrecs;
@@ -286,7 +286,7 @@ showstatus(const char *dir, int tsv)
 			r = &recs[i];
 			if (r->state == SRUNNING || r->state == SCALIBRATING || r->state == SSUSPENDED)
 				printf("job\t%s\t%s\t%d\t-1\t%.3f\n", r->name, statenames[r->state],
-				    r->attempt, now - r->start);
+				    r->attempt, (*what == 'r' ? now : runinfo.t1) - r->start);
 			else if (r->state == SFAILED || r->state == STIMEOUT)
 				printf("job\t%s\t%s\t%d\t%d\t%.3f\n", r->name, statenames[r->state],
 				    r->attempt, r->status, r->dur);

@@ -603,10 +603,6 @@ def test_critical_path_starts_at_the_job_that_ended_last_even_if_it_failed(dr):
     assert sorted(b["name"] for b in got if "critical" in b["classes"]) == ["a", "b"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the journal's times have millisecond resolution: when the last job ends in the "
-    "same millisecond as its prerequisite, the critical path starts from the "
-    "prerequisite (the first of the tied), and the last job is not outlined"))
 def test_critical_path_when_the_last_job_ends_in_the_same_millisecond(dr):
     dr.write("[node a]\ncmd = true\n[node b]\nafter = a\ncmd = true\n")
     for _ in range(60):

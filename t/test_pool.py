@@ -213,9 +213,6 @@ cmd = trap 'touch got-term' TERM; echo $$ > s.pid; while :; do sleep 0.05; done
     dr.wait_for(lambda: gone(pid), timeout=5, what="the stubborn shell to be gone")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "when the timed-out job was the last one running, dagrun exits at once and "
-    "leaves the rest of its process group alive instead of killing it when the grace ends"))
 def test_processes_left_in_the_group_are_killed_when_the_grace_ends(dr):
     # the leader dies of SIGTERM; its child ignores SIGTERM and stays in the group
     r = dr.run(ini="""
@@ -544,9 +541,6 @@ cmd = true
         kill_leftovers(dr, "notify.pids")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "notify_timeout is only checked when something else wakes the main loop: "
-    "while a job runs on and nothing ends, a hung notify is not killed"))
 def test_notify_timeout_holds_while_a_long_job_runs(dr):
     job = setup_job(dr)
     p = dr.popen(ini="""

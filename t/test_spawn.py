@@ -14,11 +14,8 @@ PY = sys.executable
 SLOW = conftest.SLOW
 with open(conftest.BIN, "rb") as _f:
     ASAN = b"__asan_init" in _f.read()
-# LeakSanitizer: the arrays dagadd makes for a spawn file's nodes, and for an
-# old node that a new one waits for, are never freed, so dagrun-asan exits 1
-LEAK = pytest.mark.xfail(ASAN, strict=True, reason=(
-    "dagrun-asan: LeakSanitizer reports the prerequisite arrays made in dagadd/invert "
-    "for spawned nodes as leaked, and exits 1"))
+# under dagrun-asan, LeakSanitizer checks what spawned nodes allocate
+LEAK = pytest.mark.usefixtures()
 
 # The jobs' helper.
 #   --log F         append "start JOB t" first and "end JOB t" last (O_APPEND)
