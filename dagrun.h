@@ -250,6 +250,8 @@ int resload(double *l1, int *runnable);
 double respressure(const char *what);
 /* bytes free to unprivileged users on path's file system; -1 unknown */
 long long resdiskfree(const char *path);
+/* has process group pg a member that is not a zombie? */
+int resgroupalive(long pg);
 /* when process pid started, wall clock seconds; -1 unknown */
 double resstarted(long pid);
 /* resident bytes of process pid; -1 unknown */

@@ -157,6 +157,9 @@ logopen(const char *dir)
 {
 	char path[4096];
 	const char *term = getenv("TERM");
+	off_t end, off;
+	size_t n;
+	char *p;
 
 	statedir = dir;
 	snprintf(path, sizeof(path), "%s/logs", dir);
@@ -167,10 +170,24 @@ logopen(const char *dir)
 	journal = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
 	if (journal < 0)
 		fatal("%s:", path);
-	/* a record torn by a crash ends its line before ours begin */
-	if (lseek(journal, -1, SEEK_END) >= 0 && read(journal, path, 1) == 1 && *path != '\n' &&
-	    write(journal, "\n", 1) != 1)
-		fatal("%s/journal:", dir);
+	/* a record torn by a crash goes, so that no reader takes it for whole */
+	if ((end = lseek(journal, 0, SEEK_END)) > 0) {
+		for (off = end; off > 0; off -= n) {
+			n = off < (off_t)sizeof(path) ? (size_t)off : sizeof(path);
+			if (pread(journal, path, n, off - n) != (ssize_t)n)
+				fatal("%s/journal:", dir);
+			for (p = path + n; p > path && p[-1] != '\n'; p--)
+				;
+			if (p > path) {
+				off -= n - (p - path);
+				break;
+			}
+		}
+		if (off < 0)
+			off = 0;
+		if (off != end && ftruncate(journal, off) < 0)
+			fatal("%s/journal:", dir);
+	}
 	mainlog = openlog("main.log");
 	errlog = openlog("error.log");
 	benchlog = openlog("benchmarks.log");

@@ -11,6 +11,8 @@
 #define _POSIX_C_SOURCE 200809L	/* the BSDs hide sysctl and getloadavg under it */
 #endif
 #include <sys/statvfs.h>
+#include <dirent.h>
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -355,5 +357,43 @@ resstarted(long pid)
 #else
 	(void)pid;
 	return -1;
+#endif
+}
+
+int
+resgroupalive(long pg)
+{
+#if defined(__linux__)
+	char path[300], buf[512], *p, st;
+	struct dirent *e;
+	long grp;
+	DIR *d;
+	ssize_t n;
+	int alive = 0, fd;
+
+	if (!(d = opendir("/proc")))
+		return kill(-pg, 0) == 0;
+	while (!alive && (e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		if (!(p = strrchr(buf, ')')))
+			continue;
+		/* state, ppid, pgrp after the command name; zombies are gone */
+		if (sscanf(p + 1, " %c %*d %ld", &st, &grp) == 2 && grp == pg && st != 'Z' &&
+		    st != 'X')
+			alive = 1;
+	}
+	closedir(d);
+	return alive;
+#else
+	return kill(-pg, 0) == 0;
 #endif
 }

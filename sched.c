@@ -615,7 +615,7 @@ orphans(void)
 	}
 	for (;;) {
 		for (i = 0, left = 0; i < k; i++)
-			left += kill(-pg[i], 0) == 0;
+			left += resgroupalive(pg[i]);
 		if (!left)
 			break;
 		if (sig == SIGTERM && mono() - t0 >= cfg.killgrace) {
@@ -1744,8 +1744,8 @@ schedrun(void)
 		fatal("/dev/null:");
 	envsetup();
 	fdlimit();
+	showprior(cfg.statedir);	/* before logopen mends a torn last record */
 	logopen(cfg.statedir);
-	showprior(cfg.statedir);
 	orphans();
 	spawnsetup();
 	loghistory(cfg.statedir);
@@ -1759,7 +1759,11 @@ schedrun(void)
 	pfd = xmalloc((nplug + 1) * sizeof(*pfd));
 	pfd[0].fd = selfpipe[0];
 	pfd[0].events = POLLIN;
-	logrunstart(dagtotal());
+	/* a fan-out node counts as one until its expand record */
+	for (i = 0, code = dagtotal(); i < nnodes; i++)
+		if (nodes[i].expanded && nodes[i].want)
+			code -= nodes[i].njobs - 1;
+	logrunstart(code);
 	for (i = 0; i < nnodes; i++)
 		if (nodes[i].expanded && nodes[i].want) {
 			logexpand(i);
