@@ -276,13 +276,69 @@ spawnpath(int n)
 	return path;
 }
 
-/* state_dir/spawn, empty: no file of an earlier run is taken for new */
+/* the spawn files of jobs that succeeded, by a hash of the job's name */
+static unsigned long long *kept;
+static size_t nkept;
+
+static unsigned long long
+namehash(int n)
+{
+	unsigned long long h = 14695981039346656037ULL;
+	const char *s;
+
+	for (s = nodes[n].name; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static const char *
+keeppath(int n)
+{
+	static char path[PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/spawned/%016llx.ini", cfg.statedir, namehash(n));
+	return path;
+}
+
+static int
+cmphash(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int
+waskept(int n)
+{
+	unsigned long long h = namehash(n);
+
+	return nkept && bsearch(&h, kept, nkept, sizeof(*kept), cmphash);
+}
+
+/* state_dir/spawn, empty: no file of an earlier run is taken for new;
+ * state_dir/spawned, what earlier successes added */
 static void
 spawnsetup(void)
 {
 	char path[PATH_MAX + 32];
 	struct dirent *e;
+	size_t cap = 0;
 	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/spawned", cfg.statedir);
+	if (mkdir(path, 0777) < 0 && errno != EEXIST)
+		fatal("%s:", path);
+	if (!(d = opendir(path)))
+		fatal("%s:", path);
+	while ((e = readdir(d)))
+		if (strlen(e->d_name) == 20 && !strcmp(e->d_name + 16, ".ini")) {
+			if (nkept == cap)
+				kept = xrealloc(kept, (cap = 2 * cap + 16) * sizeof(*kept));
+			kept[nkept++] = strtoull(e->d_name, NULL, 16);
+		}
+	closedir(d);
+	qsort(kept, nkept, sizeof(*kept), cmphash);
 
 	snprintf(path, sizeof(path), "%s/spawn", cfg.statedir);
 	if (mkdir(path, 0777) < 0 && errno != EEXIST)
@@ -320,10 +376,36 @@ spawned(struct job *j, int ok)
 	if (k > 0) {
 		loginfo("%s added %d node%s", nodes[j->node].name, k, k == 1 ? "" : "s");
 		logspawn(j->node, first, k);
+		/* kept, for a -r run that takes this job as done */
+		if (rename(path, keeppath(j->node)) < 0)
+			logerror("%s: %s", keeppath(j->node), strerror(errno));
 		dagaddgo(first);
+		return 0;
 	}
+	if (!k && waskept(j->node))
+		unlink(keeppath(j->node));	/* what an earlier success added is not */
 	unlink(path);
 	return k < 0 ? -1 : 0;
+}
+
+/* -r: job n is taken as done; the nodes it added then join again */
+static void
+respawn(int n)
+{
+	int first = nnodes, k, line;
+	char *msg;
+
+	if (!waskept(n) || (k = cfgspawn(keeppath(n), &msg)) == 0)
+		return;
+	if (k > 0 && (line = dagadd(first, &msg))) {
+		logerror("%s: %s:%d: %s", nodes[n].name, keeppath(n), line, msg);
+		cfgunspawn(first);
+	} else if (k < 0)
+		logerror("%s: %s", nodes[n].name, msg);
+	else {
+		logspawn(n, first, k);
+		dagaddgo(first);
+	}
 }
 
 /* name=value in *buf */
@@ -642,6 +724,7 @@ onresume(int n)
 	    (out.st_mtim.tv_sec > in.st_mtim.tv_sec || (out.st_mtim.tv_sec == in.st_mtim.tv_sec &&
 	    out.st_mtim.tv_nsec > in.st_mtim.tv_nsec)))) {
 		logresumed(n);
+		respawn(n);
 		return 1;
 	}
 	return 0;
