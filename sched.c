@@ -671,7 +671,7 @@ onskip(int n)
  * after kill_grace, and the run begins once they are gone, so that no job
  * ever runs beside an earlier copy of itself */
 static void
-orphans(void)
+orphans(int guarding)
 {
 	enum { MAX = 4096 };
 	static long pg[MAX];
@@ -687,10 +687,10 @@ orphans(void)
 		/* a live leader must be the one the journal saw start */
 		if ((leader = resstarted(pg[i])) >= 0 && (leader < at[i] - 2 || leader > at[i] + 2))
 			continue;
-		loginfo("%s: still running from an earlier run (process group %ld): SIGTERM",
-		    name[i], pg[i]);
-		logwarn("%s: still running from an earlier run (process group %ld): terminated",
-		    name[i], pg[i]);
+		loginfo("%s: still running %s (process group %ld): SIGTERM", name[i],
+		    guarding ? "after dagrun died" : "from an earlier run", pg[i]);
+		logwarn("%s: still running %s (process group %ld): terminated", name[i],
+		    guarding ? "after dagrun died" : "from an earlier run", pg[i]);
 		kill(-pg[i], SIGTERM);
 		kill(-pg[i], SIGCONT);
 		pg[k++] = pg[i];
@@ -710,6 +710,61 @@ orphans(void)
 		}
 		nanosleep(&nap, NULL);
 	}
+}
+
+/*
+ * A guard: a child of dagrun in a session of its own that waits for one
+ * byte on a pipe.  dagrun writes it when the run ends; if dagrun dies
+ * first (SIGKILL, the OOM killer), the guard reads end-of-file and ends the
+ * jobs the journal shows running, as the next run would, so that they do
+ * not outlive dagrun unnoticed.  It costs nothing per job.
+ */
+static int guardfd = -1;
+
+static void
+guard(void)
+{
+	int p[2], sig;
+	pid_t pid;
+	ssize_t r;
+	char c = 0;
+
+	if (pipe(p) < 0)
+		return;	/* the next run ends them instead */
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		close(p[0]);
+		close(p[1]);
+		return;
+	}
+	if (pid > 0) {
+		close(p[0]);
+		guardfd = p[1];
+		cloexec(guardfd);
+		return;
+	}
+	close(p[1]);
+	setsid();
+	for (sig = 1; sig < 32; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, sig == SIGCHLD ? SIG_DFL : SIG_IGN);
+	while ((r = read(p[0], &c, 1)) < 0 && errno == EINTR)
+		;
+	if (r != 1 || c != 'x') {
+		showprior(cfg.statedir);
+		orphans(1);
+		fflush(NULL);	/* its own lines of main.log; nothing else was buffered */
+	}
+	_exit(0);
+}
+
+/* the run ends as it should: the guard has nothing to do */
+static void
+unguard(void)
+{
+	if (guardfd >= 0 && write(guardfd, "x", 1) != 1)
+		logerror("the guard: %s", strerror(errno));
+	guardfd = -1;
 }
 
 /* -r: did an earlier run do job n, with the same command and inputs?  A
@@ -1829,7 +1884,8 @@ schedrun(void)
 	fdlimit();
 	showprior(cfg.statedir);	/* before logopen mends a torn last record */
 	logopen(cfg.statedir);
-	orphans();
+	orphans(0);
+	guard();
 	spawnsetup();
 	loghistory(cfg.statedir);
 	sigsetup();
@@ -1914,6 +1970,7 @@ schedrun(void)
 	logclose();
 	if (cfg.timeline && showtimeline(cfg.timeline, cfg.statedir) < 0 && code == EXOK)
 		code = EXFAIL;
+	unguard();
 	if (sig) {
 		/* a signal during the notifications only cuts them short */
 		signal(sig, SIG_DFL);
