@@ -250,6 +250,9 @@ int resload(double *l1, int *runnable);
 double respressure(const char *what);
 /* bytes free to unprivileged users on path's file system; -1 unknown */
 long long resdiskfree(const char *path);
+/* the process groups whose leader is a job of the state directory at
+ * statedir (absolute; by its DAGRUN_STATE_DIR), up to max; -1 unknown */
+int resjobs(const char *statedir, long *pg, int max);
 /* has process group pg a member that is not a zombie? */
 int resgroupalive(long pg);
 /* when process pid started, wall clock seconds; -1 unknown */

@@ -397,3 +397,53 @@ resgroupalive(long pg)
 	return kill(-pg, 0) == 0;
 #endif
 }
+
+int
+resjobs(const char *statedir, long *pg, int max)
+{
+#if defined(__linux__)
+	char path[300], want[PATH_MAX + 32], *buf = NULL, *p;
+	size_t cap = 0, len, wn;
+	struct dirent *e;
+	ssize_t r;
+	long pid;
+	int n = 0, fd;
+	DIR *d;
+
+	wn = (size_t)snprintf(want, sizeof(want), "DAGRUN_STATE_DIR=%s", statedir) + 1;
+	if (!(d = opendir("/proc")))
+		return -1;
+	while (n < max && (e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		pid = strtol(e->d_name, NULL, 10);
+		/* a job leads its own process group */
+		if (pid == getpid() || getpgid(pid) != pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/environ", e->d_name);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		for (len = 0;; len += r) {
+			if (len + 4096 > cap)
+				buf = xrealloc(buf, cap = 2 * cap + 8192);
+			if ((r = read(fd, buf + len, cap - len - 1)) <= 0)
+				break;
+		}
+		close(fd);
+		buf[len] = 0;
+		for (p = buf; p < buf + len; p += strlen(p) + 1)
+			if (strlen(p) + 1 == wn && !memcmp(p, want, wn)) {
+				pg[n++] = pid;
+				break;
+			}
+	}
+	closedir(d);
+	free(buf);
+	return n;
+#else
+	(void)statedir;
+	(void)pg;
+	(void)max;
+	return -1;
+#endif
+}

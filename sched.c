@@ -338,7 +338,8 @@ spawnsetup(void)
 			kept[nkept++] = strtoull(e->d_name, NULL, 16);
 		}
 	closedir(d);
-	qsort(kept, nkept, sizeof(*kept), cmphash);
+	if (nkept)
+		qsort(kept, nkept, sizeof(*kept), cmphash);
 
 	snprintf(path, sizeof(path), "%s/spawn", cfg.statedir);
 	if (mkdir(path, 0777) < 0 && errno != EEXIST)
@@ -679,7 +680,8 @@ orphans(int guarding)
 	static const char *name[MAX];
 	struct timespec nap = {0, 20000000};
 	double t0 = mono(), leader;
-	int n = showorphans(pg, at, name, MAX), i, k = 0, left, sig = SIGTERM;
+	int n = showorphans(pg, at, name, MAX), i, k = 0, left, sig = SIGTERM, m;
+	static long found[MAX];
 
 	for (i = 0; i < n; i++) {
 		if (kill(-pg[i], 0) < 0)
@@ -694,6 +696,20 @@ orphans(int guarding)
 		kill(-pg[i], SIGTERM);
 		kill(-pg[i], SIGCONT);
 		pg[k++] = pg[i];
+	}
+	/* a job dagrun died too soon to record: found by its environment */
+	for (i = 0, m = resjobs(stateabs, found, MAX); i < m && k < MAX; i++) {
+		for (n = 0; n < k && pg[n] != found[i]; n++)
+			;
+		if (n < k)
+			continue;
+		loginfo("process group %ld: a job %s: SIGTERM", found[i],
+		    guarding ? "of dagrun, which died" : "from an earlier run");
+		logwarn("process group %ld: a job %s: terminated", found[i],
+		    guarding ? "of dagrun, which died" : "from an earlier run");
+		kill(-found[i], SIGTERM);
+		kill(-found[i], SIGCONT);
+		pg[k++] = found[i];
 	}
 	for (;;) {
 		for (i = 0, left = 0; i < k; i++)
@@ -1760,7 +1776,8 @@ launch(void)
 {
 	int n, g, p;
 
-	while (!stopping && !paused && !blocked && (!cfg.jobs || nrun < cfg.jobs)) {
+	while (!stopping && !paused && !blocked && (!cfg.jobs || nrun < cfg.jobs) &&
+	    !logbroken()) {
 		if ((n = dagpop()) < 0) {
 			waitsince = 0;
 			return;
@@ -1968,6 +1985,8 @@ schedrun(void)
 	notifydrain(pfd);
 	free(pfd);
 	logclose();
+	if (logbroken() && code == EXOK)
+		code = EXFAIL;	/* the last flush of the logs failed */
 	if (cfg.timeline && showtimeline(cfg.timeline, cfg.statedir) < 0 && code == EXOK)
 		code = EXFAIL;
 	unguard();
