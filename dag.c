@@ -204,7 +204,7 @@ cycle(const int *left, char **msg)
 		n = next[n];
 	} while (n != start);
 	len += strlen(nodes[best].name);
-	s = *msg = xmalloc(len);
+	s = *msg = arena(len);
 	s += sprintf(s, "dependency cycle: %s", nodes[best].name);
 	n = best;
 	do {
