@@ -448,7 +448,9 @@ def test_calibrate_always_measures_every_run(dr, root):
     assert not any("from an earlier run" in t for t in r2.texts), r2.texts
     c2 = cal_line(r2)
     alone_first(r2, jobs[0])
-    assert c2["rss"] >= c1["rss"] + 64 * MIB, (c1["text"], c2["text"])   # measured again
+    # measured again: 80 MiB more asked; allow for what the allocator and the
+    # interpreter make of it
+    assert c2["rss"] >= c1["rss"] + 40 * MIB, (c1["text"], c2["text"])
     check_limits(c2, root.avail)
     assert "calibrated enc: at most %d at once (%s)" % (c2["n"], c2["which"]) in r2.stdout
     (row,) = calfile(dr)
