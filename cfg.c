@@ -922,6 +922,13 @@ nodecheck(struct node *n)
 	n->postdirect = n->postcmd && !n->shell && !cfgneedshell(n->postcmd);
 	n->parent = -1;
 	n->parked = n->parktail = -1;
+	for (n->pool = 0; n->poolname && n->pool < cfg.npools; n->pool++)
+		if (!strcmp(cfg.pools[n->pool].name, n->poolname))
+			break;
+	if (!n->poolname)
+		n->pool = -1;
+	else if (n->pool == cfg.npools)
+		cfgerror(n->poolline, "unknown pool '%s'", n->poolname);
 }
 
 /* a new [probe NAME], after the others */
@@ -1065,7 +1072,7 @@ cfgspawn(const char *file, char **msg)
 	char *buf, *s, *k, *v, *name;
 	size_t len, n, kn, vn;
 	static int sec, cur;
-	int i, fd, pool;
+	int i, fd;
 	unsigned seen = 0;
 	struct stat st;
 	ssize_t r;
@@ -1115,18 +1122,8 @@ cfgspawn(const char *file, char **msg)
 			cfgerror(line, "'%s' outside of a section", k);
 		nodekey(&nodes[cur], &seen, k, value(v, vn, line), line);
 	}
-	for (i = start; i < nnodes; i++) {
+	for (i = start; i < nnodes; i++)
 		nodecheck(&nodes[i]);
-		nodes[i].pool = -1;
-		if (!nodes[i].poolname)
-			continue;
-		for (pool = 0; pool < cfg.npools; pool++)
-			if (!strcmp(cfg.pools[pool].name, nodes[i].poolname))
-				break;
-		if (pool == cfg.npools)
-			cfgerror(nodes[i].poolline, "unknown pool '%s'", nodes[i].poolname);
-		nodes[i].pool = pool;
-	}
 	errjmp = NULL;
 	return nnodes - start;
 }
@@ -1216,17 +1213,6 @@ cfgparse(const char *file, struct var *d)
 	for (i = 0; i < cfg.npools; i++)
 		if (!cfg.pools[i].size)
 			cfgerror(cfg.pools[i].line, "pool '%s' has no size", cfg.pools[i].name);
-	for (i = 0; i < nnodes; i++) {
-		nodes[i].pool = -1;
-		if (!nodes[i].poolname)
-			continue;
-		for (pool = 0; pool < cfg.npools; pool++)
-			if (!strcmp(cfg.pools[pool].name, nodes[i].poolname))
-				break;
-		if (pool == cfg.npools)
-			cfgerror(nodes[i].poolline, "unknown pool '%s'", nodes[i].poolname);
-		nodes[i].pool = pool;
-	}
 	for (probe = cfg.plugins; probe; probe = probe->next) {
 		if (!probe->cmd)
 			cfgerror(probe->line, probe->probe ? "probe '%s' has no cmd" :

@@ -79,6 +79,20 @@ plugsetup(int nul, const char *dir)
 	}
 }
 
+/* DAGRUN_RUNNING, _WAITING, _DONE, _FAILED and _OK into v[0..4], with
+ * an ended job moved from running to waiting (again) or to done */
+static void
+countvars(char (*v)[64], int ended, int waits, int done, int ok, int failed)
+{
+	snprintf(v[0], 64, "DAGRUN_RUNNING=%d", dagcount[SRUNNING] + dagcount[SCALIBRATING] +
+	    dagcount[SSUSPENDED] - ended);
+	snprintf(v[1], 64, "DAGRUN_WAITING=%d", dagcount[SWAITING] + dagcount[SREADY] + waits);
+	snprintf(v[2], 64, "DAGRUN_DONE=%d", dagcount[SOK] + dagcount[SFAILED] +
+	    dagcount[STIMEOUT] + dagcount[SCANCELLED] + dagcount[SSKIPPED] + done);
+	snprintf(v[3], 64, "DAGRUN_FAILED=%d", dagcount[SFAILED] + dagcount[STIMEOUT] + failed);
+	snprintf(v[4], 64, "DAGRUN_OK=%d", dagcount[SOK] + ok);
+}
+
 /* the counts of the run, for a plugin's environment */
 static char **
 plugenv(void)
@@ -91,15 +105,7 @@ plugenv(void)
 		n++;
 	if (cap < n + 7)
 		env = xrealloc(env, (cap = n + 7) * sizeof(*env));
-	snprintf(vars[0], sizeof(vars[0]), "DAGRUN_RUNNING=%d",
-	    dagcount[SRUNNING] + dagcount[SCALIBRATING] + dagcount[SSUSPENDED]);
-	snprintf(vars[1], sizeof(vars[1]), "DAGRUN_WAITING=%d",
-	    dagcount[SWAITING] + dagcount[SREADY]);
-	snprintf(vars[2], sizeof(vars[2]), "DAGRUN_DONE=%d", dagcount[SOK] + dagcount[SFAILED] +
-	    dagcount[STIMEOUT] + dagcount[SCANCELLED] + dagcount[SSKIPPED]);
-	snprintf(vars[3], sizeof(vars[3]), "DAGRUN_FAILED=%d", dagcount[SFAILED] +
-	    dagcount[STIMEOUT]);
-	snprintf(vars[4], sizeof(vars[4]), "DAGRUN_OK=%d", dagcount[SOK]);
+	countvars(vars, 0, 0, 0, 0, 0);
 	snprintf(vars[5], sizeof(vars[5]), "DAGRUN_JOBS=%d", cfg.jobs);
 	for (i = 0; i < 6; i++)
 		env[e++] = vars[i];
@@ -412,15 +418,9 @@ plugnotify(const char *event, const char *job, const char *node, const char *sta
 	 * told before the graph hears of it */
 	ended = !strcmp(event, "end") && attempt > 0;
 	fin = ended && retry < 0;
-	snprintf(vars[n++], 64, "DAGRUN_RUNNING=%d", dagcount[SRUNNING] +
-	    dagcount[SCALIBRATING] + dagcount[SSUSPENDED] - ended);
-	snprintf(vars[n++], 64, "DAGRUN_WAITING=%d", dagcount[SWAITING] + dagcount[SREADY] +
-	    (ended && !fin));
-	snprintf(vars[n++], 64, "DAGRUN_DONE=%d", dagcount[SOK] + dagcount[SFAILED] +
-	    dagcount[STIMEOUT] + dagcount[SCANCELLED] + dagcount[SSKIPPED] + fin);
-	snprintf(vars[n++], 64, "DAGRUN_FAILED=%d", dagcount[SFAILED] + dagcount[STIMEOUT] +
-	    (fin && (!strcmp(state, "failed") || !strcmp(state, "timeout"))));
-	snprintf(vars[n++], 64, "DAGRUN_OK=%d", dagcount[SOK] + (fin && !strcmp(state, "ok")));
+	countvars(vars + n, ended, ended && !fin, fin, fin && !strcmp(state, "ok"),
+	    fin && (!strcmp(state, "failed") || !strcmp(state, "timeout")));
+	n += 5;
 	big[0] = job;
 	big[1] = node;
 	for (i = 0; i < n; i++)
