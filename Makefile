@@ -11,8 +11,8 @@ WFLAGS = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes
 MUSLCC = musl-gcc
 PYTHON = python3
 
-OBJ = main.o cfg.o dag.o fan.o plug.o show.o sched.o res.o log.o lock.o
-SRC = main.c cfg.c dag.c fan.c plug.c show.c sched.c res.c log.c lock.c
+OBJ = main.o cfg.o dag.o fan.o plug.o show.o sched.o slurm.o res.o log.o lock.o
+SRC = main.c cfg.c dag.c fan.c plug.c show.c sched.c slurm.c res.c log.c lock.c
 
 all: dagrun
 

@@ -553,6 +553,40 @@ lookupkey(const char *const *keys, unsigned n, const char *key, unsigned *seen,
 
 static struct plugin *newplugin(char *, int);
 
+static int
+executor(const char *v, int line)
+{
+	if (!strcmp(v, "local"))
+		return 1;
+	if (!strcmp(v, "slurm"))
+		return 2;
+	cfgerror(line, "executor: expected local or slurm, got '%s'", v);
+}
+
+/* v split at blanks into *w (no quoting); the count */
+static int
+words(const char *v, char ***w)
+{
+	int n = 0, cap = 0;
+	size_t k;
+
+	*w = NULL;
+	for (;;) {
+		v += strspn(v, " \t");
+		if (!*v)
+			return n;
+		k = strcspn(v, " \t");
+		if (n == cap) {
+			char **a = arena(sizeof(*a) * (cap = cap ? 2 * cap : 4));
+			if (n)
+				memcpy(a, *w, sizeof(*a) * n);
+			*w = a;
+		}
+		(*w)[n++] = arenastr(v, k);
+		v += k;
+	}
+}
+
 static void
 runkey(const char *key, char *v, int line)
 {
@@ -560,7 +594,7 @@ runkey(const char *key, char *v, int line)
 	static const char *const keys[] = {
 		"jobs", "on_failure", "state_dir", "shell", "kill_grace", "deadline",
 		"capacity", "capacity_every", "capacity_timeout", "notify", "notify_timeout",
-		"metrics_file",
+		"metrics_file", "executor", "slurm_args",
 	};
 	static struct plugin *cap;
 	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[run]", line)) {
@@ -607,6 +641,12 @@ runkey(const char *key, char *v, int line)
 		if (!*v)
 			cfgerror(line, "metrics_file: expected a file");
 		cfg.metrics = v;
+		break;
+	case 12:
+		cfg.executor = executor(v, line);
+		break;
+	case 13:
+		cfg.nslurm = words(v, &cfg.slurmargs);
 		break;
 	default:
 		if (!cap) {
@@ -720,7 +760,7 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 		"post", "nice", "mem_limit", "inputs", "input_list", "output_dir",
 		"output_suffix", "output", "calibrate", "calibrate_cpu_percent",
 		"calibrate_memory_percent", "calibrate_disk_percent", "timeout", "retries",
-		"retry_delay", "pool",
+		"retry_delay", "pool", "executor", "slurm_args",
 	};
 	char section[300];
 	struct dep *d;
@@ -805,6 +845,14 @@ nodekey(struct node *n, unsigned *seen, const char *key, char *v, int line)
 			cfgerror(line, "pool: expected a pool name");
 		n->poolname = v;
 		n->poolline = line;
+		break;
+	case 25:
+		n->executor = (unsigned char)executor(v, line);
+		n->execline = line;
+		break;
+	case 26:
+		n->nslurm = words(v, &n->slurmargs);
+		n->execline = line;
 		break;
 	default:
 		fankey(n, key, v, line);
@@ -929,6 +977,20 @@ nodecheck(struct node *n)
 		n->pool = -1;
 	else if (n->pool == cfg.npools)
 		cfgerror(n->poolline, "unknown pool '%s'", n->poolname);
+	n->slurm = (n->executor ? n->executor : cfg.executor) == 2;
+	if (n->nslurm && !n->slurm)
+		cfgerror(n->execline, "slurm_args needs executor = slurm");
+	if (n->slurm && f && f->calibrate)
+		cfgerror(f->line, "calibrate measures jobs on this machine: not with executor = slurm");
+	if (n->slurm && cfg.nslurm) {
+		char **a = arena(sizeof(*a) * (cfg.nslurm + n->nslurm));
+
+		memcpy(a, cfg.slurmargs, sizeof(*a) * cfg.nslurm);
+		if (n->nslurm)
+			memcpy(a + cfg.nslurm, n->slurmargs, sizeof(*a) * n->nslurm);
+		n->slurmargs = a;
+		n->nslurm += cfg.nslurm;
+	}
 }
 
 /* a new [probe NAME], after the others */
@@ -1158,6 +1220,7 @@ cfgparse(const char *file, struct var *d)
 	cfg.diskfree = -1;
 	cfg.poll = 1;
 	cfg.notifytimeout = 10;
+	cfg.executor = 1;
 	defs = d;
 	buf = readfile(file, &len);
 	readvars(buf, len);

@@ -87,6 +87,9 @@ struct node {
 	int pool;		/* index in cfg.pools, or -1 */
 	int poolline;
 	char *poolname;
+	char **slurmargs;	/* slurm_args ([run]'s, then the node's), nslurm of them */
+	int nslurm;
+	int execline;		/* of executor or slurm_args */
 	double timeout;		/* seconds, 0 none */
 	double retrydelay;	/* seconds before the second attempt, then doubling */
 	double cpus;		/* declared CPUs, 0 none */
@@ -108,6 +111,8 @@ struct node {
 	unsigned char calib;	/* measuring one job before the rest */
 	unsigned char ownpost;	/* post is its own allocation, not the shared array's */
 	unsigned char fresh;	/* ran in this run (or, for a fan-out node, a job of it) */
+	unsigned char executor;	/* 0 as [run] says, 1 local, 2 slurm */
+	unsigned char slurm;	/* its jobs run through srun */
 };
 
 /* [pool NAME]: at most size jobs of its nodes at once */
@@ -154,6 +159,9 @@ struct config {
 	char *notify;		/* run after every job end and at the run's end */
 	double notifytimeout;
 	char *metrics;		/* metrics_file */
+	int executor;		/* 1 local, 2 slurm */
+	char **slurmargs;	/* [run] slurm_args */
+	int nslurm;
 };
 
 struct var {
@@ -396,6 +404,27 @@ int showattempts(const char *name);
 /* jobs of the last run, if it did not end, that started and never ended:
  * their process groups, start times and names; how many */
 int showorphans(long *pg, double *start, const char **name, int max);
+/* the Slurm job ids of those jobs; how many */
+int showslurm(long *ids, int max);
+
+/* slurm.c: executor = slurm */
+/* as srun's prolog, the Slurm job id into the journal: 1 if it was that */
+int slurmprolog(void);
+/* ready for Slurm jobs of the state directory stateabs: srun found, the
+ * cluster answers (node: the first node that uses it, -1 to learn dagrun's
+ * own path only); NULL, or why not */
+const char *slurmsetup(const char *stateabs, int node);
+/* srun's path, NULL before slurmsetup succeeded */
+const char *slurmsrun(void);
+/* job n's argv run through srun */
+char **slurmargv(int n, char **argv);
+/* why Slurm (not the job's command) ended a job with status, its stderr
+ * in fd: NULL, or the reason in buf */
+const char *slurmlost(int fd, int status, char *buf, size_t cap);
+/* cancel the state directory's Slurm jobs still queued (its own, and
+ * ids) and wait until they have left; does nothing unless always, ids or
+ * a Slurm job in this run */
+void slurmsweep(const long *ids, int nids, int always);
 
 /* sched.c */
 /* run the selected graph; returns the exit status */

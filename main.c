@@ -185,12 +185,20 @@ dryrun(void)
 	char *buf = NULL;
 	size_t cap = 0;
 	int n;
+	char *none[] = {NULL}, **av;
+	int i;
 
 	dagstart(NULL, NULL, NULL);
 	while ((n = dagpop()) >= 0) {
 		cmdexpand(n, 1, 0, &buf, &cap);
 		fputs(nodes[n].name, stdout);
 		putchar('\t');
+		/* a Slurm job: srun with the options that are the node's */
+		for (av = nodes[n].slurm ? slurmargv(n, none) : none, i = 0; av[i]; i++)
+			if (strncmp(av[i], "--prolog=", 9) && strncmp(av[i], "--comment=", 10)) {
+				logputs(stdout, av[i]);
+				putchar(' ');
+			}
 		logputs(stdout, buf);
 		putchar('\n');
 		dagdone(n, SOK);
@@ -209,6 +217,8 @@ main(int argc, char **argv)
 	double load = -1;
 	char *msg, *eq;
 
+	if (slurmprolog())
+		return 0;	/* srun runs dagrun as its prolog */
 	opterr = 0;
 	while ((opt = getopt(argc, argv, ":cgknqrsvxC:D:f:j:l:t:hV")) != -1) {
 		switch (opt) {

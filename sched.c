@@ -106,8 +106,11 @@ static int nplug;		/* capacity and probes */
 static int anytimers;		/* some job has had a timeout */
 static int interrupts;		/* SIGINT, SIGTERM and SIGHUP seen */
 static int diskbad;		/* a state file could not be written */
+static int anyslurm;		/* a selected node runs on Slurm */
+static int slurmkilled;		/* a Slurm job was signalled: sweep the queue at the end */
 
 static void stop(void);
+static void slurmended(struct job *, int);
 static void calsetup(int);
 struct job;
 static void jobmsg(struct job *, const char *, ...);
@@ -726,6 +729,23 @@ orphans(int guarding)
 		}
 		nanosleep(&nap, NULL);
 	}
+	/* and on the cluster: what srun left, even what never got to start */
+	n = showslurm(found, MAX);
+	slurmsweep(found, n, anyslurm);
+}
+
+/* a run with Slurm jobs checks srun and the cluster before it starts */
+static void
+slurmready(void)
+{
+	const char *why;
+	int i;
+
+	for (i = 0; i < nnodes && !(nodes[i].want && nodes[i].slurm); i++)
+		;
+	anyslurm = i < nnodes;
+	if ((why = slurmsetup(stateabs, anyslurm ? i : -1)))
+		fatal("%s", why);
 }
 
 /*
@@ -1127,8 +1147,10 @@ jobfinish(struct job *j, int status)
 		status = 1;
 	if (nodes[n].output)
 		bytes = outdone(j, &status, 1);
+	if (nodes[n].slurm && j->pid > 0)
+		slurmended(j, status);
 	lanedone(j);
-	if (j->pid > 0)
+	if (j->pid > 0 && !nodes[n].slurm)
 		cpusrun -= nodes[n].cpus;
 	if (j->suspended) {
 		nsusp--;
@@ -1184,6 +1206,23 @@ jobfinish(struct job *j, int status)
 	}
 	j->next = freejobs;
 	freejobs = j;
+}
+
+/* a Slurm job ended: say so when Slurm, not its command, ended it (the
+ * job fails, and is retried when retries allow); the queue is swept at the
+ * end of a run that signalled one */
+static void
+slurmended(struct job *j, int status)
+{
+	char why[512];
+
+	if (j->killed || j->timedout)
+		slurmkilled = 1;
+	else if (slurmlost(lanes[j->lane].fd[1], status, why, sizeof(why))) {
+		loginfo("%s: lost by Slurm: %s", nodes[j->node].name, why);
+		logwarn("%s: lost by Slurm: %s", nodes[j->node].name, why);
+		jobmsg(j, "lost by Slurm: %s", why);
+	}
 }
 
 /* RLIMIT_AS for the job: soft and hard, never above the hard limit now */
@@ -1306,14 +1345,23 @@ jobexec(struct job *j, int post)
 	int n = j->node, e = 0;
 	const char *path, *pathenv = nodepath(n);
 	char **argv = cmdargv(n, j->attempt, post), **envp = jobenv(j);
+	const char *why;
 
-	path = findprog(argv[0], pathenv, !nodes[n].dir, &e, 0);
+	if (nodes[n].slurm) {
+		if (!slurmsrun() && (why = slurmsetup(stateabs, n))) {
+			jobmsg(j, "%s", strchr(why, ' ') + 1);
+			return EINVAL;
+		}
+		argv = slurmargv(n, argv);
+		path = slurmsrun();
+	} else
+		path = findprog(argv[0], pathenv, !nodes[n].dir, &e, 0);
 	if (path && (nodes[n].dir || nodes[n].hasnice || nodes[n].memlimit)) {
 		j->pid = forkexec(j, path, argv, envp);
 		e = j->pid < 0 ? errno : 0;
 	} else if (path) {
 		e = spawn(j, path, argv, envp);
-		if (e == ENOENT && (path = findprog(argv[0], pathenv, 1, &e, 1)))
+		if (e == ENOENT && !nodes[n].slurm && (path = findprog(argv[0], pathenv, 1, &e, 1)))
 			e = spawn(j, path, argv, envp);
 	}
 	if (e == ENOENT)
@@ -1387,7 +1435,8 @@ jobstart(int n)
 	if (nrun == caprun)
 		run = xrealloc(run, (caprun = caprun ? caprun * 2 : 64) * sizeof(*run));
 	run[nrun++] = j;
-	cpusrun += nodes[n].cpus;
+	if (!nodes[n].slurm)
+		cpusrun += nodes[n].cpus;
 	if (nodes[n].timeout > 0) {
 		j->deadline = j->t0 + nodes[n].timeout;
 		anytimers = 1;
@@ -1578,7 +1627,7 @@ committed(void)
 
 	for (i = 0; i < nrun; i++) {
 		j = run[i];
-		if (!nodes[j->node].mem)
+		if (!nodes[j->node].mem || nodes[j->node].slurm)
 			continue;
 		if (now - j->rsst > 0.2) {
 			j->rss = resrss(j->pid);
@@ -1601,6 +1650,8 @@ admit(int n)
 	long long need;
 	char a[32], b[32];
 
+	if (nd->slurm)	/* the cluster decides where and when; plugins still hold */
+		return !nplug || plugadmit(nrun, waitwhy, sizeof(waitwhy));
 	if (nsusp) {
 		snprintf(waitwhy, sizeof(waitwhy), "memory_suspend_percent: a job is suspended");
 		return 0;
@@ -1715,8 +1766,11 @@ suspendcheck(void)
 	pct = 100.0 * rd.memused / rd.memlimit;
 	if (pct > cfg.suspendpct && nrun - nsusp > 1 && !stopping) {
 		for (i = 0; i < nrun; i++)
-			if (!run[i]->suspended && (!j || run[i]->t0 > j->t0))
+			if (!run[i]->suspended && !nodes[run[i]->node].slurm &&
+			    (!j || run[i]->t0 > j->t0))
 				j = run[i];
+		if (!j)
+			return;	/* only Slurm jobs run: stopping srun frees nothing here */
 		kill(-j->pid, SIGSTOP);
 		j->suspended = 1;
 		nsusp++;
@@ -1898,6 +1952,7 @@ schedrun(void)
 	if (devnull < 0)
 		fatal("/dev/null:");
 	envsetup();
+	slurmready();
 	fdlimit();
 	showprior(cfg.statedir);	/* before logopen mends a torn last record */
 	logopen(cfg.statedir);
@@ -1975,6 +2030,8 @@ schedrun(void)
 	}
 	plugstop();
 	laneclose();
+	if (slurmkilled)
+		slurmsweep(NULL, 0, 1);
 	if (stopping)
 		dagcancel(SCANCELLED, onskip);
 	code = termsig ? 128 + termsig : timedout ? EXTIME :

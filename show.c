@@ -20,6 +20,7 @@ struct jobrec {
 	char *name;
 	int state, attempt, status;
 	long pid;		/* of the last start */
+	long slurm;		/* the Slurm job id of the last start, 0 none */
 	unsigned long long hash, okhash;	/* of the last start, of the last success */
 	int okrun;		/* the run it last succeeded in, 0 never */
 	int run;		/* the run of its last start */
@@ -207,6 +208,11 @@ readjournal(const char *dir)
 			r->attempt = atoi(f[3]);
 			r->start = t;
 			r->end = 0;
+			r->slurm = 0;
+		} else if (!strcmp(f[1], "slurm") && n >= 5) {
+			r = find(f[2]);
+			if (r->attempt == atoi(f[3]))
+				r->slurm = strtol(f[4], NULL, 10);
 		} else if (!strcmp(f[1], "end") && n >= 7 && (st = stateof(f[4])) >= 0) {
 			r = find(f[2]);
 			r->state = st;
@@ -603,7 +609,12 @@ readall(const char *dir)
 			r->start = strtod(f[0], NULL);
 			r->state = SRUNNING;
 			r->run = nrun_;
+			r->slurm = 0;
 			r->okrun = 0;	/* begun again: an earlier success no longer stands */
+		} else if (!strcmp(f[1], "slurm") && n >= 5) {
+			r = find(f[2]);
+			if (r->attempt == atoi(f[3]))
+				r->slurm = strtol(f[4], NULL, 10);
 		} else if (!strcmp(f[1], "end") && n >= 5 && strcmp(f[3], "0")) {
 			r = find(f[2]);
 			r->state = stateof(f[4]);
@@ -669,5 +680,18 @@ showorphans(long *pg, double *start, const char **name, int max)
 			start[n] = recs[i].start;
 			name[n++] = recs[i].name;
 		}
+	return n;
+}
+
+int
+showslurm(long *ids, int max)
+{
+	int i, n = 0;
+
+	if (runinfo.done || !nrun_)
+		return 0;
+	for (i = 0; i < nrecs && n < max; i++)
+		if (recs[i].run == nrun_ && recs[i].state == SRUNNING && recs[i].slurm > 0)
+			ids[n++] = recs[i].slurm;
 	return n;
 }
