@@ -314,10 +314,13 @@ showstatus(const char *dir, int tsv)
 	for (i = 0; i < nrecs; i++) {
 		r = &recs[i];
 		if (*what == 'r' && (r->state == SRUNNING || r->state == SCALIBRATING ||
-		    r->state == SSUSPENDED))
-			printf("  %-11s %6.1fs  %s%s\n", statenames[r->state], now - r->start, r->name,
+		    r->state == SSUSPENDED)) {
+			printf("  %-11s %6.1fs  %s%s", statenames[r->state], now - r->start, r->name,
 			    r->attempt > 1 ? " (retry)" : "");
-		else if (r->state == SFAILED || r->state == STIMEOUT)
+			if (r->slurm)
+				printf(" (Slurm job %ld)", r->slurm);
+			putchar('\n');
+		} else if (r->state == SFAILED || r->state == STIMEOUT)
 			printf("  %-11s exit %d  %s (attempt %d)\n", statenames[r->state], r->status,
 			    r->name, r->attempt);
 	}

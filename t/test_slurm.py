@@ -364,6 +364,10 @@ cpus = 2
         dr.wait_for(running_on_cluster(dr, ["s0", "s1"]), 60, "both jobs on the cluster")
         dr.wait_for(lambda: len(ours(dr, env)) == 3, 30, "three jobs queued")
         assert sorted(q[2] for q in ours(dr, env)) == ["PENDING", "RUNNING", "RUNNING"]
+        shown = dr.run("-s", env=env).stdout
+        for name, ids in slurm_ids(last_run(dr)).items():
+            assert re.search(r"^  running +[0-9.]+s  %s \(Slurm job %d\)$" % (name, ids[-1]),
+                             shown, re.M), shown
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60 * SLOW)
     finally:
