@@ -10,9 +10,11 @@ else one started here with t/slurm.sh for the session and stopped after.
 The tests are skipped only when that script says the daemons cannot start;
 its reason is the skip message."""
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +29,20 @@ SLOW = conftest.SLOW
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def free_ports():
+    """A port p with p + 1 free too, for slurmctld and slurmd."""
+    for _ in range(100):
+        p = random.randrange(20000, 60000)
+        try:
+            for q in (p, p + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+    return 16817
+
+
 @pytest.fixture(scope="session")
 def cluster():
     conf = os.environ.get("SLURM_CONF")
@@ -37,6 +53,7 @@ def cluster():
         return
     d = tempfile.mkdtemp(prefix="dagrun-slurm.", dir="/tmp")
     r = subprocess.run(["sh", os.path.join(HERE, "slurm.sh"), "start", d],
+                       env=dict(os.environ, DAGRUN_SLURM_PORT=str(free_ports())),
                        capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         shutil.rmtree(d, ignore_errors=True)
@@ -436,6 +453,11 @@ def test_srun_missing_is_an_error_before_anything(dr, env, tmp_path):
     bin_.mkdir()
     for prog in ("sh", "true", "echo"):
         os.symlink(shutil.which(prog), bin_ / prog)
+    for w in conftest.WRAP[:1]:     # a wrapper (valgrind: a script and its .bin)
+        d, name = os.path.split(shutil.which(w))
+        for f in os.listdir(d):
+            if f.startswith(name):
+                os.symlink(os.path.join(d, f), bin_ / f)
     env = dict(env, PATH=str(bin_))
     r = dr.run(env=env, ini="""
 [node here]
