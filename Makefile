@@ -24,11 +24,30 @@ dagrun: $(OBJ)
 
 $(OBJ): dagrun.h
 
-static: dagrun-static
+# the one static binary: musl, small (no unwind tables, unused sections
+# dropped, code and data in one segment), stripped
+STATIC = dagrun-static
+STATICFLAGS = -Os -static -ffunction-sections -fdata-sections \
+	-fno-asynchronous-unwind-tables -fno-unwind-tables \
+	-Wl,--gc-sections -Wl,-z,noseparate-code
 
-dagrun-static: $(SRC) dagrun.h
-	$(MUSLCC) -Os $(WFLAGS) -static -o $@ $(SRC)
-	strip $@
+static: $(STATIC)
+
+$(STATIC): $(SRC) dagrun.h
+	$(MUSLCC) $(STATICFLAGS) $(WFLAGS) -o $@ $(SRC)
+	$(CROSS)strip $@
+
+# the same for ARM with a cross compiler and musl for the target (Debian:
+# gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf, musl-dev:arm64,
+# musl-dev:armhf); any other: make static STATIC=dagrun-X CROSS=triplet-
+# MUSLCC="triplet-gcc -specs .../musl-gcc.specs"
+aarch64:
+	$(MAKE) static STATIC=dagrun-aarch64 CROSS=aarch64-linux-gnu- \
+		MUSLCC="aarch64-linux-gnu-gcc -specs /usr/lib/aarch64-linux-musl/musl-gcc.specs"
+
+armhf:
+	$(MAKE) static STATIC=dagrun-armhf CROSS=arm-linux-gnueabihf- \
+		MUSLCC="arm-linux-gnueabihf-gcc -specs /usr/lib/arm-linux-musleabihf/musl-gcc.specs"
 
 asan: dagrun-asan
 
@@ -43,6 +62,13 @@ check: dagrun
 
 check-static: dagrun-static
 	DAGRUN=$$PWD/dagrun-static ./t/pytest -q t
+
+# an ARM binary run by qemu-user through binfmt_misc (see .ci/run)
+check-aarch64: aarch64
+	DAGRUN=$$PWD/dagrun-aarch64 ./t/pytest -q t
+
+check-armhf: armhf
+	DAGRUN=$$PWD/dagrun-armhf ./t/pytest -q t
 
 check-asan: dagrun-asan
 	DAGRUN=$$PWD/dagrun-asan ./t/pytest -q t
@@ -60,6 +86,7 @@ install: dagrun
 	cp man/dagrun.ini.5 $(DESTDIR)$(MANDIR)/man5/
 
 clean:
-	rm -f dagrun dagrun-static dagrun-asan $(OBJ)
+	rm -f dagrun dagrun-static dagrun-aarch64 dagrun-armhf dagrun-asan $(OBJ)
 
-.PHONY: all static asan check check-static check-asan check-valgrind install clean
+.PHONY: all static aarch64 armhf asan check check-static check-aarch64 check-armhf \
+	check-asan check-valgrind install clean

@@ -62,13 +62,30 @@ readsys(const char *path, char *buf, size_t cap)
 	return len;
 }
 
+/* up to n whole numbers separated by blanks from s into v; how many
+ * (the reading stops at anything else) */
+static int
+nums(const char *s, long long *v, int n)
+{
+	char *e;
+	int k;
+
+	for (k = 0; k < n; k++, s = e) {
+		s += strspn(s, " \t");
+		if (*s < '0' || *s > '9')
+			break;
+		v[k] = strtoll(s, &e, 10);
+	}
+	return k;
+}
+
 #if defined(__linux__)
 /* the tightest cgroup v2 cpu.max quota on the way to the root, or 0 */
 static int
 cgroupcpus(void)
 {
 	char buf[4096], path[4096], max[256], *p, *nl;
-	long long quota, period;
+	long long quota, period, v[2];
 	int best = 0, n;
 
 	if (readsys("/proc/self/cgroup", buf, sizeof(buf)) < 0)
@@ -84,7 +101,7 @@ cgroupcpus(void)
 		snprintf(path, sizeof(path), "/sys/fs/cgroup%s%scpu.max", p,
 		    p[strlen(p) ? strlen(p) - 1 : 0] == '/' ? "" : "/");
 		if (readsys(path, max, sizeof(max)) > 0 &&
-		    sscanf(max, "%lld %lld", &quota, &period) == 2 && quota > 0 && period > 0) {
+		    nums(max, v, 2) == 2 && (quota = v[0]) > 0 && (period = v[1]) > 0) {
 			n = (int)((quota + period - 1) / period);
 			if (!best || n < best)
 				best = n;
@@ -243,8 +260,7 @@ rescputicks(long long *busy, long long *total)
 	long long v[8] = {0};
 
 	if (readsys("/proc/stat", buf, sizeof(buf)) <= 0 || strncmp(buf, "cpu ", 4) ||
-	    sscanf(buf + 4, "%lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2],
-	    &v[3], &v[4], &v[5], &v[6], &v[7]) < 4)
+	    nums(buf + 4, v, 8) < 4)
 		return -1;
 	/* user nice system idle iowait irq softirq steal */
 	*total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
@@ -273,9 +289,17 @@ resload(double *l1, int *runnable)
 #if defined(__linux__)
 	char buf[256];
 
-	if (readsys("/proc/loadavg", buf, sizeof(buf)) <= 0 ||
-	    sscanf(buf, "%lf %*f %*f %d/", l1, runnable) != 2)
+	char *p, *e;
+	long long r[1];
+
+	if (readsys("/proc/loadavg", buf, sizeof(buf)) <= 0)
 		return -1;
+	*l1 = strtod(buf, &e);
+	/* the 1, 5 and 15 minute averages, then runnable/total */
+	if (e == buf || !(p = strchr(e + 1, ' ')) || !(p = strchr(p + 1, ' ')) ||
+	    nums(p, r, 1) != 1)
+		return -1;
+	*runnable = (int)r[0];
 	return 0;
 #elif defined(BSD_SYSCTL)
 	*runnable = -1;
@@ -319,12 +343,12 @@ resrss(long pid)
 {
 #if defined(__linux__)
 	char path[64], buf[128];
-	long long pages;
+	long long pages[2];
 
 	snprintf(path, sizeof(path), "/proc/%ld/statm", pid);
-	if (readsys(path, buf, sizeof(buf)) <= 0 || sscanf(buf, "%*d %lld", &pages) != 1)
+	if (readsys(path, buf, sizeof(buf)) <= 0 || nums(buf, pages, 2) != 2)
 		return -1;
-	return pages * sysconf(_SC_PAGESIZE);
+	return pages[1] * sysconf(_SC_PAGESIZE);
 #else
 	(void)pid;
 	return -1;
@@ -337,7 +361,7 @@ resstarted(long pid)
 #if defined(__linux__)
 	static char buf[1 << 16];
 	char path[64], *p, *line;
-	unsigned long long ticks;
+	long long ticks;
 	double boot = -1;
 	int i;
 
@@ -352,7 +376,7 @@ resstarted(long pid)
 	/* field 22, counted after the command name's closing parenthesis */
 	for (i = 3, p++; i < 22 && p; i++)
 		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p, " %llu", &ticks) != 1)
+	if (!p || nums(p, &ticks, 1) != 1)
 		return -1;
 	return boot + (double)ticks / sysconf(_SC_CLK_TCK);
 #else
@@ -368,6 +392,7 @@ resgroupalive(long pg)
 	char path[300], buf[512], *p, st;
 	struct dirent *e;
 	long grp;
+	long long v[2];
 	DIR *d;
 	ssize_t n;
 	int alive = 0, fd;
@@ -388,7 +413,9 @@ resgroupalive(long pg)
 		if (!(p = strrchr(buf, ')')))
 			continue;
 		/* state, ppid, pgrp after the command name; zombies are gone */
-		if (sscanf(p + 1, " %c %*d %ld", &st, &grp) == 2 && grp == pg && st != 'Z' &&
+		p += strspn(p + 1, " ") + 1;
+		st = *p;
+		if (st && nums(p + 1, v, 2) == 2 && (grp = (long)v[1]) == pg && st != 'Z' &&
 		    st != 'X')
 			alive = 1;
 	}

@@ -69,11 +69,16 @@ static struct linger {
 } *linger;
 static int nlinger, caplinger;
 static int selfpipe[2] = {-1, -1}, devnull = -1;
+static int spare = -1;	/* a descriptor kept to be given up when all are taken */
 static volatile sig_atomic_t caught[65];
 static int stopping;	/* start nothing new */
 static int termsig;	/* the signal that ends the run */
 static int paused;	/* SIGUSR1 */
 static int blocked;	/* out of processes or descriptors until a job ends */
+static double blockedend;	/* or until then (monotonic) */
+static double blockedfor;	/* the wait before the next try, doubling to 1s */
+static double blockedsince;	/* nothing of ours runs and none can start, since */
+static int nblocked;		/* launches that had to wait, for the run's end */
 static int nbad;	/* failures that count against the run */
 static double killat;	/* when SIGKILL follows SIGTERM, 0 none */
 static double lingerend;	/* stop waiting for killed groups */
@@ -371,6 +376,12 @@ spawned(struct job *j, int ok)
 		return 0;
 	}
 	k = cfgspawn(path, &msg);
+	if (k < 0 && errno == EMFILE && spare >= 0) {
+		/* the running jobs' lanes took every descriptor: use the spare */
+		close(spare);
+		k = cfgspawn(path, &msg);
+		spare = fcntl(devnull, F_DUPFD_CLOEXEC, 0);
+	}
 	if (k > 0 && (line = dagadd(first, &msg))) {
 		jobmsg(j, "%s:%d: %s", path, line, msg);
 		cfgunspawn(first);
@@ -1790,6 +1801,10 @@ suspendcheck(void)
 	}
 }
 
+/* what this system cannot tell (no /proc, as in a bare chroot), said once
+ * in main.log when the run starts */
+static char unread[256];
+
 /* refuse a gate that cannot be read here rather than ignore it */
 static void
 gatesetup(void)
@@ -1797,6 +1812,17 @@ gatesetup(void)
 	long long a, b;
 	double d;
 	int i, r;
+	size_t k = 0;
+
+	if (rescputicks(&a, &b) < 0)
+		k += snprintf(unread + k, sizeof(unread) - k, ", cpu_percent");
+	if (resmem(&a, &b) < 0)
+		k += snprintf(unread + k, sizeof(unread) - k, ", memory_percent, "
+		    "memory_suspend_percent, mem");
+	if (resload(&d, &i) < 0)
+		k += snprintf(unread + k, sizeof(unread) - k, ", load_avg_1m, -l");
+	if (k && respressure("cpu") < 0)	/* alone, only an older kernel */
+		k += snprintf(unread + k, sizeof(unread) - k, ", cpu_pressure, memory_pressure");
 
 	gates = cfg.cpupct > 0 || cfg.mempct > 0 || cfg.diskfree >= 0 || cfg.loadmax > 0 ||
 	    cfg.cpupress > 0 || cfg.mempress > 0;
@@ -1823,6 +1849,13 @@ gatesetup(void)
 	if (cfg.mempress > 0 && respressure("memory") < 0)
 		fatal("memory_pressure: no pressure information on this system "
 		    "(%s/proc/pressure/memory)", resroot());
+}
+
+/* how long a launch may wait for processes while nothing of ours runs */
+static double
+blockedlimit(void)
+{
+	return cfg.waittimeout > 0 ? cfg.waittimeout : 60;
 }
 
 static void
@@ -1852,8 +1885,10 @@ launch(void)
 		}
 		waitsince = 0;
 		if (jobstart(n) < 0) {
-			if (!nrun) {
-				/* nothing will free a process or descriptor: give up */
+			if (!nrun && (errno == EMFILE || errno == ENFILE ||
+			    (blockedsince && mono() - blockedsince >= blockedlimit()))) {
+				/* too few descriptors for one job, or the machine's
+				 * processes have not let one start for so long */
 				logerror("cannot start %s: %s", nodes[n].name, strerror(errno));
 				warn("cannot start %s:", nodes[n].name);
 				nbad++;
@@ -1862,11 +1897,16 @@ launch(void)
 				return;
 			}
 			dagpush(n);
-			if (!blocked)
-				loginfo("cannot start a job now (%s): waiting for one to end",
-				    strerror(errno));
+			if (!nblocked++)
+				loginfo("cannot start a job now (%s): waiting until one ends or "
+				    "the system has room, then trying again", strerror(errno));
+			if (!nrun && !blockedsince)
+				blockedsince = mono();
+			blockedfor = blockedfor ? (blockedfor * 2 < 1 ? blockedfor * 2 : 1) : 0.01;
+			blockedend = mono() + blockedfor;
 			blocked = 1;
-		}
+		} else
+			blockedfor = blockedsince = 0;
 	}
 }
 
@@ -1898,6 +1938,8 @@ nextwake(void)
 		t = cfg.poll;	/* limits are read again even if nothing ends */
 	if (nlinger && t > 0.05)
 		t = 0.05;
+	if (blocked && t > blockedend - now)
+		t = blockedend > now ? blockedend - now : 0;
 	if (cfg.verbose && nrun && t > 0.1)
 		t = 0.1;	/* live output, read from the lane files */
 	if (logdirty() && t > 0.5)
@@ -1951,11 +1993,14 @@ schedrun(void)
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0)
 		fatal("/dev/null:");
+	spare = fcntl(devnull, F_DUPFD_CLOEXEC, 0);
 	envsetup();
 	slurmready();
 	fdlimit();
 	showprior(cfg.statedir);	/* before logopen mends a torn last record */
 	logopen(cfg.statedir);
+	if (*unread)
+		loginfo("unavailable on this system (%s/proc): %s", resroot(), unread + 2);
 	orphans(0);
 	guard();
 	spawnsetup();
@@ -1988,6 +2033,8 @@ schedrun(void)
 	for (;;) {
 		if (nplug)
 			plugwork(mono(), !stopping);
+		if (blocked && mono() >= blockedend)
+			blocked = 0;
 		launch();
 		if (cfg.notify)
 			plugnotifywork(mono());
@@ -2037,6 +2084,8 @@ schedrun(void)
 	code = termsig ? 128 + termsig : timedout ? EXTIME :
 	    nbad || diskbad || logbroken() || dagcount[SSKIPPED] || dagcount[SCANCELLED] ?
 	    EXFAIL : EXOK;
+	if (nblocked > 1)
+		loginfo("%d launches waited for processes or descriptors", nblocked);
 	logrunend(code, mono() - t0);
 	sig = termsig;
 	notifydrain(pfd);

@@ -1,6 +1,6 @@
 /* executor = slurm: a job runs through srun; the cluster is asked with
  * squeue and told with scancel, each a short command run to its end */
-#define _XOPEN_SOURCE 700
+#define _POSIX_C_SOURCE 200809L
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -159,12 +159,29 @@ queued(const long *ids, int nids, long *found, int max, char *out, size_t cap)
 	return n;
 }
 
+/* prog found in PATH, into full (PATH_MAX); full, or NULL */
+static char *
+pathfind(const char *prog, char *full)
+{
+	const char *p = getenv("PATH"), *e;
+
+	for (p = p ? p : "/usr/local/bin:/bin:/usr/bin"; ; p = e + 1) {
+		if (!(e = strchr(p, ':')))
+			e = p + strlen(p);
+		snprintf(full, PATH_MAX, "%.*s%s%s", (int)(e - p), p, e > p ? "/" : "", prog);
+		if (access(full, X_OK) == 0)
+			return full;
+		if (!*e)
+			return NULL;
+	}
+}
+
 const char *
 slurmsetup(const char *stateabs, int node)
 {
 	static char out[4096], msg[4096 + 512];
 	unsigned long long h = 14695981039346656037ULL;
-	const char *s, *path = getenv("PATH"), *p, *e;
+	const char *s, *p;
 	char full[PATH_MAX];
 	long found[1];
 	ssize_t k;
@@ -174,25 +191,18 @@ slurmsetup(const char *stateabs, int node)
 	snprintf(tag, sizeof(tag), "dagrun:%016llx", h);
 	if ((k = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0)
 		self[k] = 0;
-	else if (strchr(argv0, '/') && realpath(argv0, full))
-		snprintf(self, sizeof(self), "%s", full);
+	else if (argv0[0] == '/')
+		snprintf(self, sizeof(self), "%s", argv0);
+	else if (!strchr(argv0, '/') && (p = pathfind(argv0, full)))
+		snprintf(self, sizeof(self), "%s", p);
 	if (node < 0)
 		return NULL;
-	for (p = path ? path : "/usr/local/bin:/bin:/usr/bin"; ; p = e + 1) {
-		e = strchr(p, ':');
-		if (!e)
-			e = p + strlen(p);
-		snprintf(full, sizeof(full), "%.*s%ssrun", (int)(e - p), p, e > p ? "/" : "");
-		if (access(full, X_OK) == 0) {
-			srun = xstrdup(full);
-			break;
-		}
-		if (!*e) {
-			snprintf(msg, sizeof(msg), "%s: executor = slurm, but srun is not in PATH",
-			    nodes[node].name);
-			return msg;
-		}
+	if (!pathfind("srun", full)) {
+		snprintf(msg, sizeof(msg), "%s: executor = slurm, but srun is not in PATH",
+		    nodes[node].name);
+		return msg;
 	}
+	srun = xstrdup(full);
 	if (!*self) {
 		snprintf(msg, sizeof(msg), "%s: executor = slurm: dagrun cannot find its own "
 		    "path for srun --prolog", nodes[node].name);

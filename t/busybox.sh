@@ -85,6 +85,21 @@ $expect"
 }
 
 runex "no /proc"
+# what needs /proc is said once to be unavailable; a gate asked for that
+# needs it refuses the run, nothing run
+n=$(grep -c 'unavailable on this system (/proc): cpu_percent, memory_percent' \
+	"$ROOT/ex/.dagrun/main.log")
+[ "$n" -eq 1 ] || die "no /proc: main.log says $n times what is unavailable, expected once"
+rm -rf "$ROOT/ex/.dagrun" "$ROOT/ex"/*.txt
+printf '[resources]\nmemory_percent = 90\n' | cat - "$EX/dagrun.ini" > "$ROOT/ex/dagrun.ini"
+out=$(env -i PATH=/bin HOME=/ "$CHROOT" "$ROOT" /bin/dagrun -C /ex 2>&1)
+rc=$?
+[ "$rc" -eq 2 ] || die "no /proc, memory_percent asked for: exit $rc, expected 2"
+[ "$out" = "dagrun: memory_percent: cannot read memory use on this system (/proc/meminfo)" ] ||
+	die "no /proc, memory_percent asked for: said '$out'"
+[ ! -e "$ROOT/ex/result.txt" ] && [ ! -e "$ROOT/ex/.dagrun/journal" ] ||
+	die "no /proc, memory_percent asked for: something ran"
+echo "t/busybox.sh: ok: no /proc, a gate that needs it refused: $out"
 mount -t proc proc "$ROOT/proc" || die "cannot mount proc on $ROOT/proc"
 runex "with /proc"
 umount "$ROOT/proc" || die "cannot unmount $ROOT/proc"

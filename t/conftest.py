@@ -5,6 +5,7 @@ DAGRUN_WRAP, if set, is a command prefix (for example valgrind) split on blanks.
 """
 import os
 import shlex
+import sys
 import subprocess
 import time
 
@@ -14,6 +15,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.abspath(os.environ.get("DAGRUN") or os.path.join(HERE, "..", "dagrun"))
 WRAP = shlex.split(os.environ.get("DAGRUN_WRAP", ""))
 SLOW = 1 if not WRAP else 10   # a wrapper such as valgrind slows dagrun itself
+
+
+def _machine(path):
+    """The ELF machine of a binary, or None."""
+    try:
+        with open(path, "rb") as f:
+            h = f.read(20)
+    except OSError:
+        return None
+    if h[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(h[18:20], "little" if h[5] == 1 else "big")
+
+
+# dagrun built for another machine runs under qemu-user (binfmt_misc)
+EMULATED = _machine(BIN) not in (None, _machine(sys.executable))
 
 
 def argv(*args):
