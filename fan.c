@@ -32,6 +32,18 @@ bufadd(struct buf *b, const char *s, size_t n)
 	b->s[b->len] = 0;
 }
 
+/* what b holds, kept for the run at its exact size; b is emptied */
+static char *
+bufkeep(struct buf *b)
+{
+	char *s = arenastr(b->s, b->len);
+
+	free(b->s);
+	b->s = NULL;
+	b->len = b->cap = 0;
+	return s;
+}
+
 /* value single-quoted for the shell, unless nothing in it needs quoting */
 static void
 bufquote(struct buf *b, const char *s, size_t n)
@@ -406,7 +418,7 @@ safepath(const char *dir, size_t dn, const char *p, size_t n)
 			bufadd(&b, "/", 1);
 	}
 	bufadd(&b, p, n);
-	return b.s;
+	return bufkeep(&b);
 }
 
 /* job k's output from its input */
@@ -466,7 +478,7 @@ jobname(const char *node, const char *in)
 		} else
 			bufadd(&b, in, 1);
 	}
-	return b.s;
+	return bufkeep(&b);
 }
 
 /* a job of node g for input in; returns 0, or -1 with *msg */
