@@ -55,6 +55,8 @@ cfgerror(int line, const char *fmt, ...)
 	if (errjmp) {
 		/* a spawn file: the error fails the job that wrote it */
 		n = snprintf(errbuf, sizeof(errbuf), "%s:%d: ", errfile, line);
+		if (n < 0 || n >= (int)sizeof(errbuf))
+			n = sizeof(errbuf) - 1;	/* a long path: the message cut short */
 		va_start(ap, fmt);
 		vsnprintf(errbuf + n, sizeof(errbuf) - n, fmt, ap);
 		va_end(ap);
