@@ -144,7 +144,7 @@ resolve(char **msg)
 	off[nnodes] = nedges;
 	alledges = edges;
 	for (i = 0; i < nnodes; i++) {
-		nodes[i].pre = edges + off[i];
+		nodes[i].pre = edges ? edges + off[i] : NULL;	/* none at all: no array */
 		nodes[i].npre = off[i + 1] - off[i];
 	}
 	free(stamp);
