@@ -1110,9 +1110,9 @@ readvars(char *buf, size_t len)
 		for (n = 0; n < kn; n++)
 			if (!varchar((unsigned char)k[n]))
 				cfgerror(line, "bad variable name '%.*s' (letters, digits and _.-)", (int)kn, k);
+		e = expand(val, vn, line);
 		v = xmalloc(sizeof(*v));
 		v->name = arenastr(k, kn);
-		e = expand(val, vn, line);
 		v->value = e ? e : arenastr(val, vn);
 		v->next = vars;
 		vars = v;
