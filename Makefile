@@ -43,15 +43,14 @@ dagrun-asan: $(SRC) dagrun.h
 # libFuzzer targets for the config and spawn file parsers (main.c's main
 # left out); fuzz-run runs each for FUZZTIME seconds on a copy of its
 # corpus in FUZZDIR, where a crashing input is left
-FUZZSRC = $(SRC) t/fuzz/fuzz_cfg.c t/fuzz/fuzz_spawn.c
 FUZZOPT = -max_len=4096 -timeout=10 -dict=t/fuzz/dagrun.dict -print_final_stats=1
 
 fuzz: fuzz-cfg fuzz-spawn
 
-fuzz-cfg: $(FUZZSRC) dagrun.h
+fuzz-cfg: $(SRC) dagrun.h t/fuzz/fuzz_cfg.c
 	$(FUZZCC) $(FUZZFLAGS) -DFUZZ $(WFLAGS) -I. -o $@ $(SRC) t/fuzz/fuzz_cfg.c
 
-fuzz-spawn: $(FUZZSRC) dagrun.h
+fuzz-spawn: $(SRC) dagrun.h t/fuzz/fuzz_spawn.c
 	$(FUZZCC) $(FUZZFLAGS) -DFUZZ $(WFLAGS) -I. -o $@ $(SRC) t/fuzz/fuzz_spawn.c
 
 fuzz-run: fuzz-cfg fuzz-spawn
