@@ -10,6 +10,10 @@ CFLAGS = -O2
 WFLAGS = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes
 MUSLCC = musl-gcc
 PYTHON = python3
+FUZZCC = clang
+FUZZFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZTIME = 60
+FUZZDIR = fuzz-out
 
 OBJ = main.o cfg.o dag.o fan.o plug.o show.o sched.o slurm.o res.o log.o lock.o
 SRC = main.c cfg.c dag.c fan.c plug.c show.c sched.c slurm.c res.c log.c lock.c
@@ -55,6 +59,29 @@ dagrun-asan: $(SRC) dagrun.h
 	$(CC) -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 		-fno-sanitize-recover=all $(WFLAGS) -o $@ $(SRC)
 
+# libFuzzer targets for the config and spawn file parsers (main.c's main
+# left out); fuzz-run runs each for FUZZTIME seconds on a copy of its
+# corpus in FUZZDIR, where a crashing input is left
+FUZZOPT = -max_len=4096 -timeout=10 -dict=t/fuzz/dagrun.dict -print_final_stats=1
+
+fuzz: fuzz-cfg fuzz-spawn
+
+fuzz-cfg: $(SRC) dagrun.h t/fuzz/fuzz_cfg.c
+	$(FUZZCC) $(FUZZFLAGS) -DFUZZ $(WFLAGS) -I. -o $@ $(SRC) t/fuzz/fuzz_cfg.c
+
+fuzz-spawn: $(SRC) dagrun.h t/fuzz/fuzz_spawn.c
+	$(FUZZCC) $(FUZZFLAGS) -DFUZZ $(WFLAGS) -I. -o $@ $(SRC) t/fuzz/fuzz_spawn.c
+
+fuzz-run: fuzz-cfg fuzz-spawn
+	rm -rf $(FUZZDIR)
+	mkdir -p $(FUZZDIR)/cfg $(FUZZDIR)/spawn
+	cp t/fuzz/corpus/cfg/* $(FUZZDIR)/cfg/
+	cp t/fuzz/corpus/spawn/* $(FUZZDIR)/spawn/
+	./fuzz-cfg $(FUZZOPT) -max_total_time=$(FUZZTIME) \
+		-artifact_prefix=$(FUZZDIR)/cfg- $(FUZZDIR)/cfg
+	./fuzz-spawn $(FUZZOPT) -max_total_time=$(FUZZTIME) \
+		-artifact_prefix=$(FUZZDIR)/spawn- $(FUZZDIR)/spawn
+
 # the whole suite against the normal build, and the manual pages
 check: dagrun
 	DAGRUN=$$PWD/dagrun ./t/pytest -q t
@@ -86,7 +113,8 @@ install: dagrun
 	cp man/dagrun.ini.5 $(DESTDIR)$(MANDIR)/man5/
 
 clean:
-	rm -f dagrun dagrun-static dagrun-aarch64 dagrun-armhf dagrun-asan $(OBJ)
+	rm -f dagrun dagrun-static dagrun-aarch64 dagrun-armhf dagrun-asan fuzz-cfg fuzz-spawn $(OBJ)
+	rm -rf fuzz-out
 
-.PHONY: all static aarch64 armhf asan check check-static check-aarch64 check-armhf \
-	check-asan check-valgrind install clean
+.PHONY: all static aarch64 armhf asan fuzz fuzz-run check check-static check-aarch64 \
+	check-armhf check-asan check-valgrind install clean

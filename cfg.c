@@ -19,12 +19,16 @@ int nnodes;
 static int capnodes;
 static jmp_buf *errjmp;		/* reading a spawn file: errors return here */
 static const char *errfile;
+static int errline;		/* of the error that returned */
 static int spawnstart;		/* the first node of the spawn file read now */
 static char errbuf[1024];
 static int *htab;		/* node indices, -1 empty */
 static size_t hcap;
 static struct var *defs;	/* -D */
 static struct var *vars;	/* [vars], newest first */
+static char *text;		/* the config file, which names and values point into */
+static unsigned runseen, resseen;	/* keys given in [run], [resources] */
+static struct plugin *capacity;	/* [run] capacity, once a capacity key is read */
 
 struct lexer {
 	char *p, *end;
@@ -51,9 +55,12 @@ cfgerror(int line, const char *fmt, ...)
 	if (errjmp) {
 		/* a spawn file: the error fails the job that wrote it */
 		n = snprintf(errbuf, sizeof(errbuf), "%s:%d: ", errfile, line);
+		if (n < 0 || n >= (int)sizeof(errbuf))
+			n = sizeof(errbuf) - 1;	/* a long path: the message cut short */
 		va_start(ap, fmt);
 		vsnprintf(errbuf + n, sizeof(errbuf) - n, fmt, ap);
 		va_end(ap);
+		errline = line;
 		longjmp(*errjmp, line);
 	}
 	fflush(stdout);
@@ -590,14 +597,14 @@ words(const char *v, char ***w)
 static void
 runkey(const char *key, char *v, int line)
 {
-	static unsigned seen;
 	static const char *const keys[] = {
 		"jobs", "on_failure", "state_dir", "shell", "kill_grace", "deadline",
 		"capacity", "capacity_every", "capacity_timeout", "notify", "notify_timeout",
 		"metrics_file", "executor", "slurm_args",
 	};
-	static struct plugin *cap;
-	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[run]", line)) {
+	struct plugin *cap;
+
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &runseen, 0, "[run]", line)) {
 	case 0:
 		cfg.jobs = (int)integer(key, v, 0, INT_MAX, line);
 		break;
@@ -649,8 +656,8 @@ runkey(const char *key, char *v, int line)
 		cfg.nslurm = words(v, &cfg.slurmargs);
 		break;
 	default:
-		if (!cap) {
-			cap = newplugin("capacity", line);
+		if (!(cap = capacity)) {
+			cap = capacity = newplugin("capacity", line);
 			cap->next = cfg.plugins;
 			cfg.plugins = cap;
 		}
@@ -722,13 +729,12 @@ probekey(struct plugin *p, unsigned *seen, const char *key, char *v, int line)
 static void
 reskey(const char *key, char *v, int line)
 {
-	static unsigned seen;
 	static const char *const keys[] = {
 		"cpu_percent", "memory_percent", "disk_free", "disk_path", "load_avg_1m",
 		"memory_suspend_percent", "poll", "wait_timeout", "cpu_pressure",
 		"memory_pressure",
 	};
-	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &seen, 0, "[resources]",
+	switch (lookupkey(keys, sizeof(keys) / sizeof(keys[0]), key, &resseen, 0, "[resources]",
 	    line)) {
 	case 0: cfg.cpupct = percent(key, v, line); break;
 	case 1: cfg.mempct = percent(key, v, line); break;
@@ -1104,9 +1110,9 @@ readvars(char *buf, size_t len)
 		for (n = 0; n < kn; n++)
 			if (!varchar((unsigned char)k[n]))
 				cfgerror(line, "bad variable name '%.*s' (letters, digits and _.-)", (int)kn, k);
+		e = expand(val, vn, line);
 		v = xmalloc(sizeof(*v));
 		v->name = arenastr(k, kn);
-		e = expand(val, vn, line);
 		v->value = e ? e : arenastr(val, vn);
 		v->next = vars;
 		vars = v;
@@ -1222,7 +1228,7 @@ cfgparse(const char *file, struct var *d)
 	cfg.notifytimeout = 10;
 	cfg.executor = 1;
 	defs = d;
-	buf = readfile(file, &len);
+	buf = text = readfile(file, &len);
 	readvars(buf, len);
 	lx.p = buf;
 	lx.end = buf + len;
@@ -1285,4 +1291,49 @@ cfgparse(const char *file, struct var *d)
 	}
 	slash = strrchr(file, '/');
 	cfg.dir = slash ? arenastr(file, slash == file ? 1 : slash - file) : ".";
+}
+
+int
+cfgtry(const char *file, struct var *d, char **msg)
+{
+	static jmp_buf jb;
+
+	errfile = file;
+	errjmp = &jb;
+	spawnstart = 0;
+	if (setjmp(jb)) {
+		errjmp = NULL;
+		*msg = errbuf;
+		return errline;
+	}
+	cfgparse(file, d);
+	errjmp = NULL;
+	return 0;
+}
+
+void
+cfgreset(void)
+{
+	struct var *v;
+
+	while ((v = vars)) {
+		vars = v->next;
+		free(v);
+	}
+	free(text);
+	free(cfg.pools);
+	free(nodes);
+	free(htab);
+	memset(&cfg, 0, sizeof(cfg));
+	nodes = NULL;
+	nnodes = capnodes = 0;
+	text = NULL;
+	htab = NULL;
+	hcap = 0;
+	errjmp = NULL;
+	errfile = NULL;
+	errline = spawnstart = 0;
+	defs = NULL;
+	runseen = resseen = 0;
+	capacity = NULL;
 }

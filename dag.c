@@ -22,6 +22,7 @@ static struct entry *heap;
 static int nheap, capheap;
 static int *topo;	/* every node, prerequisites first */
 static int ntopo;	/* the nodes of the config, before any job */
+static int *alledges;	/* the prerequisites of the config's nodes, one array */
 
 static long long
 key(int n)
@@ -141,8 +142,9 @@ resolve(char **msg)
 		nodes[i].deps = NULL;
 	}
 	off[nnodes] = nedges;
+	alledges = edges;
 	for (i = 0; i < nnodes; i++) {
-		nodes[i].pre = edges + off[i];
+		nodes[i].pre = edges ? edges + off[i] : NULL;	/* none at all: no array */
 		nodes[i].npre = off[i + 1] - off[i];
 	}
 	free(stamp);
@@ -696,4 +698,25 @@ dagaddgo(int first)
 			later(n);
 	}
 	drain();
+}
+
+void
+dagreset(void)
+{
+	int i;
+
+	for (i = 0; i < nnodes; i++)
+		if (nodes[i].ownpost)
+			free(nodes[i].post);
+	free(alledges);
+	free(dagedges);
+	free(topo);
+	free(heap);
+	free(work);
+	alledges = dagedges = topo = work = NULL;
+	heap = NULL;
+	ntopo = nheap = capheap = nwork = capwork = 0;
+	expandcb = donecb = NULL;
+	skipcb = NULL;
+	memset(dagcount, 0, sizeof(dagcount));
 }

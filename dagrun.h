@@ -180,6 +180,8 @@ char *xstrdup(const char *);
 /* bump allocation for data that lives until exit */
 void *arena(size_t);
 char *arenastr(const char *, size_t);
+/* testing aid: free everything arena gave */
+void arenareset(void);
 /* monotonic and wall clock seconds */
 double mono(void);
 double wall(void);
@@ -197,6 +199,11 @@ int cfgfind(const char *s);
 int cfgspawn(const char *file, char **msg);
 /* forget the nodes from first on (a spawn file refused later) */
 void cfgunspawn(int first);
+/* testing aids: cfgparse with an error returned (its line, and *msg
+ * "file:line: message") instead of exiting, 0 when the file is good; and
+ * every parser global as before the first parse (after dagreset) */
+int cfgtry(const char *file, struct var *defs, char **msg);
+void cfgreset(void);
 /* a new zeroed node at the end of nodes (which may move) */
 int cfgaddnode(void);
 /* report a config error at line and exit 2 */
@@ -241,6 +248,9 @@ void dagaddgo(int first);
 void dagcancel(int s, void (*cb)(int));
 /* count of selected nodes per state */
 extern int dagcount[NSTATES];
+/* testing aid: forget the graph dagbuild made (a spawn file's nodes that
+ * joined must have been dropped first), before cfgreset */
+void dagreset(void);
 
 /* res.c: what the machine offers */
 /* CPUs this process may use: affinity, cgroup quota */

@@ -80,24 +80,50 @@ xstrdup(const char *s)
 	return arenastr(s, strlen(s));
 }
 
+/* the arena's blocks, each after a link to the one before */
+static void **blocks;
+static char *bump;
+static size_t left;
+
+static void *
+block(size_t n)
+{
+	void **b = xmalloc(16 + n);
+
+	*b = blocks;
+	blocks = b;
+	return (char *)b + 16;
+}
+
 void *
 arena(size_t n)
 {
-	static char *p;
-	static size_t left;
 	void *r;
 
 	n = (n + 7) & ~(size_t)7;
 	if (n > 65536)
-		return xmalloc(n);
+		return block(n);
 	if (n > left) {
-		p = xmalloc(1 << 20);
+		bump = block(1 << 20);
 		left = 1 << 20;
 	}
-	r = p;
-	p += n;
+	r = bump;
+	bump += n;
 	left -= n;
 	return r;
+}
+
+void
+arenareset(void)
+{
+	void **b;
+
+	while ((b = blocks)) {
+		blocks = *b;
+		free(b);
+	}
+	bump = NULL;
+	left = 0;
 }
 
 char *
@@ -128,6 +154,7 @@ wall(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+#ifndef FUZZ	/* the fuzz targets have libFuzzer's main */
 static NORETURN void
 usage(FILE *f)
 {
@@ -319,3 +346,4 @@ main(int argc, char **argv)
 		cfg.jobs = rescpus();
 	return schedrun();
 }
+#endif
