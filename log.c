@@ -160,6 +160,7 @@ logopen(const char *dir)
 	off_t end, off;
 	size_t n;
 	char *p;
+	int fd;
 
 	statedir = dir;
 	snprintf(path, sizeof(path), "%s/logs", dir);
@@ -189,7 +190,11 @@ logopen(const char *dir)
 			fatal("%s/journal:", dir);
 	}
 	mainlog = openlog("main.log");
-	errlog = openlog("error.log");
+	/* made now, opened at its first error: one descriptor fewer for jobs */
+	snprintf(path, sizeof(path), "%s/error.log", dir);
+	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666)) < 0)
+		fatal("%s:", path);
+	close(fd);
 	benchlog = openlog("benchmarks.log");
 	tty = !cfg.quiet && isatty(1) && term && strcmp(term, "dumb");
 	lastflush = mono();
@@ -404,8 +409,22 @@ logerror(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (!errlog) {
+		char path[4096];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/error.log", statedir);
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+		if (fd < 0 || !(errlog = fdopen(fd, "a"))) {
+			if (fd >= 0)
+				close(fd);
+			/* out of descriptors: main.log has it, error.log next time */
+			if (fd >= 0 || (errno != EMFILE && errno != ENFILE))
+				broken("error.log", -1);
+		}
+	}
 	va_start(ap, fmt);
-	vlog(errlog, "ERROR", fmt, ap);
+	vlog(errlog ? errlog : mainlog, "ERROR", fmt, ap);
 	va_end(ap);
 }
 
@@ -486,7 +505,7 @@ logflush(void)
 		return;
 	if (now - lastflush < 0.5)
 		return;
-	if (fflush(mainlog) || fflush(errlog) || fflush(benchlog))
+	if (fflush(mainlog) || (errlog && fflush(errlog)) || fflush(benchlog))
 		broken("main.log, error.log or benchmarks.log", -1);
 	dirty = 0;
 	lastflush = now;
@@ -792,7 +811,7 @@ void
 logclose(void)
 {
 	fflush(stdout);
-	if (fflush(mainlog) || fflush(errlog) || fflush(benchlog))
+	if (fflush(mainlog) || (errlog && fflush(errlog)) || fflush(benchlog))
 		broken("main.log, error.log or benchmarks.log", -1);
 	journalsync();
 	savehistory();

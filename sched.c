@@ -69,7 +69,6 @@ static struct linger {
 } *linger;
 static int nlinger, caplinger;
 static int selfpipe[2] = {-1, -1}, devnull = -1;
-static int spare = -1;	/* a descriptor kept to be given up when all are taken */
 static volatile sig_atomic_t caught[65];
 static int stopping;	/* start nothing new */
 static int termsig;	/* the signal that ends the run */
@@ -116,6 +115,7 @@ static int slurmkilled;		/* a Slurm job was signalled: sweep the queue at the en
 
 static void stop(void);
 static void slurmended(struct job *, int);
+static char *lanepath(int, int);
 static void calsetup(int);
 struct job;
 static void jobmsg(struct job *, const char *, ...);
@@ -375,12 +375,16 @@ spawned(struct job *j, int ok)
 		unlink(path);
 		return 0;
 	}
-	k = cfgspawn(path, &msg);
-	if (k < 0 && errno == EMFILE && spare >= 0) {
-		/* the running jobs' lanes took every descriptor: use the spare */
-		close(spare);
+	/* most jobs write none: asked without a descriptor */
+	k = access(path, F_OK) < 0 && errno == ENOENT ? 0 : cfgspawn(path, &msg);
+	if (k < 0 && (errno == EMFILE || errno == ENFILE)) {
+		/* the lanes took every descriptor: the job's stdout lends its
+		 * own while the file is read */
+		int *out = &lanes[j->lane].fd[0];
+
+		close(*out);
 		k = cfgspawn(path, &msg);
-		spare = fcntl(devnull, F_DUPFD_CLOEXEC, 0);
+		*out = open(lanepath(j->lane, 0), O_WRONLY | O_APPEND | O_CLOEXEC);
 	}
 	if (k > 0 && (line = dagadd(first, &msg))) {
 		jobmsg(j, "%s:%d: %s", path, line, msg);
@@ -581,6 +585,8 @@ laneopen(int k, int which)
 }
 
 /* a lane with both files open, or -1 (errno set) */
+static void lanefree(int);
+
 static int
 laneget(void)
 {
@@ -597,10 +603,40 @@ laneget(void)
 	}
 	if ((lanes[k].fd[0] < 0 && laneopen(k, 0) < 0) ||
 	    (lanes[k].fd[1] < 0 && laneopen(k, 1) < 0)) {
+		lanefree(k);	/* half a lane holds a descriptor for nothing */
 		freelanes[nfreelanes++] = k;
 		return -1;
 	}
 	return k;
+}
+
+/* lane k's files closed (and removed, being empty); opened again when used */
+static void
+lanefree(int k)
+{
+	int w, e = errno;
+
+	for (w = 0; w < 2; w++)
+		if (lanes[k].fd[w] >= 0) {
+			close(lanes[k].fd[w]);
+			unlink(lanepath(k, w));
+			lanes[k].fd[w] = -1;
+		}
+	errno = e;
+}
+
+/* out of descriptors with nothing running: give back what idle lanes
+ * hold; 1 if they held any */
+static int
+reclaim(void)
+{
+	int i, any = 0;
+
+	for (i = 0; i < nfreelanes; i++) {
+		any |= lanes[freelanes[i]].fd[0] >= 0 || lanes[freelanes[i]].fd[1] >= 0;
+		lanefree(freelanes[i]);
+	}
+	return any;
 }
 
 /* -v: what the job wrote since last time, tagged, on the console */
@@ -1861,7 +1897,7 @@ blockedlimit(void)
 static void
 launch(void)
 {
-	int n, g, p;
+	int n, g, p, r;
 
 	while (!stopping && !paused && !blocked && (!cfg.jobs || nrun < cfg.jobs) &&
 	    !logbroken()) {
@@ -1884,7 +1920,10 @@ launch(void)
 			return;
 		}
 		waitsince = 0;
-		if (jobstart(n) < 0) {
+		r = jobstart(n);
+		if (r < 0 && !nrun && (errno == EMFILE || errno == ENFILE) && reclaim())
+			r = jobstart(n);	/* with what idle lanes held */
+		if (r < 0) {
 			if (!nrun && (errno == EMFILE || errno == ENFILE ||
 			    (blockedsince && mono() - blockedsince >= blockedlimit()))) {
 				/* too few descriptors for one job, or the machine's
@@ -1993,7 +2032,6 @@ schedrun(void)
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0)
 		fatal("/dev/null:");
-	spare = fcntl(devnull, F_DUPFD_CLOEXEC, 0);
 	envsetup();
 	slurmready();
 	fdlimit();
