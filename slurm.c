@@ -291,7 +291,7 @@ slurmargv(int n, char **argv)
 const char *
 slurmlost(int fd, int status, char *buf, size_t cap)
 {
-	char tail[4096 + 1], *line, *nl, *why = NULL;
+	char tail[4096 + 1], *line, *nl, *why = NULL, *star = NULL;
 	struct stat st;
 	ssize_t r;
 	off_t off;
@@ -309,14 +309,16 @@ slurmlost(int fd, int status, char *buf, size_t cap)
 		if (!strncmp(line, "srun: error: ", 13) && strstr(line, ": task ") &&
 		    !strstr(line, "CANCELLED"))
 			own = 1;
-		else if ((!strncmp(line, "srun: error: ", 13) || !strncmp(line, "srun: fatal: ", 13) ||
-		    strstr(line, "*** ")) && !strstr(line, "Exited with exit code"))
+		else if (!strncmp(line, "slurmstepd", 10) && strstr(line, "*** ") && !star)
+			star = line;	/* slurmstepd's reason: CANCELLED, TIME LIMIT... */
+		else if ((!strncmp(line, "srun: error: ", 13) || !strncmp(line, "srun: fatal: ", 13)) &&
+		    !strstr(line, "Exited with exit code"))
 			why = line;
 		if (!nl)
 			break;
 	}
-	if (why) {
-		snprintf(buf, cap, "%s", why);
+	if (star || (why && !own)) {
+		snprintf(buf, cap, "%s", star ? star : why);
 		return buf;
 	}
 	if (own)
