@@ -440,7 +440,7 @@ cmd = sh -c 'if [ "$DAGRUN_ATTEMPT" = 1 ]; then scancel "$SLURM_JOB_ID"; sleep 6
     assert r.returncode == 0, r.stderr
     # slurmstepd's "*** STEP N.0 ON HOST CANCELLED AT ... ***" when it said
     # so in time, else srun's own error about the step
-    why = r"lost by Slurm: (slurmstepd\S*: error: \*\*\* STEP \d+\.0 .*CANCELLED|srun: error: .*)"
+    why = r"lost by Slurm: (slurmstepd\S*: error: \*\*\* STEP \d+\.0 .*CANCELLED.*|srun: error: .*)"
     assert re.search(r"^dagrun: victim: " + why + "$", r.stderr, re.M), r.stderr
     log = (dr.path / ".dagrun/main.log").read_text()
     assert re.search(r"\tINFO\tvictim: " + why + "$", log, re.M), log
