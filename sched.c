@@ -682,14 +682,10 @@ lanedone(struct job *j)
 static void
 laneclose(void)
 {
-	int k, w;
+	int k;
 
 	for (k = 0; k < nlanes; k++)
-		for (w = 0; w < 2; w++)
-			if (lanes[k].fd[w] >= 0) {
-				close(lanes[k].fd[w]);
-				unlink(lanepath(k, w));
-			}
+		lanefree(k);
 }
 
 /* a message from dagrun itself into the job's stderr */
